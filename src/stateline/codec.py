@@ -1,0 +1,108 @@
+"""Bytes in and out: the stored record formats, pure functions of values.
+
+Stored values carry their serializer's type tag: ``<type>\\0<bytes>``. A checkpoint
+record is a 4-byte length, a msgpack array of strings the Lua scripts read with
+``cmsgpack`` (format, parent, value fields, run, DeltaChannel value prefixes), then a
+msgpack array of the serialized checkpoint and metadata (binary, which ``cmsgpack``
+cannot read). Write records are one msgpack array starting with the format version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Protocol
+
+import ormsgpack
+
+from .errors import SerializationError, StoredDataError
+
+__all__ = ["Serde", "ValueCodec", "digest", "FORMAT", "pack", "unpack", "pack_record", "unpack_record"]
+
+FORMAT = 1
+MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
+
+
+class Serde(Protocol):
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]: ...
+    def loads_typed(self, data: tuple[str, bytes]) -> Any: ...
+
+
+def digest(data: bytes) -> bytes:
+    """Content address of a list element: 128-bit BLAKE2b, collision-resistant by design."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def pack(value: Any) -> bytes:
+    return ormsgpack.packb(value)
+
+
+def unpack(data: bytes) -> Any:
+    try:
+        return ormsgpack.unpackb(data)
+    except ormsgpack.MsgpackDecodeError as exc:
+        raise StoredDataError(f"a stored record cannot be decoded: {exc}") from exc
+
+
+def pack_record(index: list[Any], body: list[Any]) -> bytes:
+    head = ormsgpack.packb(index)
+    return len(head).to_bytes(4, "big") + head + ormsgpack.packb(body)
+
+
+def unpack_record(data: bytes) -> tuple[Any, Any]:
+    n = int.from_bytes(data[:4], "big")
+    return unpack(data[4 : 4 + n]), unpack(data[4 + n :])
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 65536:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+class ValueCodec:
+    """Serializes values with a LangGraph-style serde (``dumps_typed``/``loads_typed``)."""
+
+    __slots__ = ("serde", "max_bytes")
+
+    def __init__(self, serde: Serde, max_bytes: int = MAX_VALUE_BYTES) -> None:
+        self.serde = serde
+        self.max_bytes = max_bytes
+
+    def dumps(self, value: Any, what: str) -> tuple[str, bytes]:
+        try:
+            typ, data = self.serde.dumps_typed(value)
+        except Exception as exc:  # serdes raise TypeError, ValueError or their own errors
+            raise SerializationError(f"{what} cannot be serialized: {exc}") from exc
+        if len(data) > self.max_bytes:
+            raise SerializationError(
+                f"{what} is {len(data)} bytes serialized, over the limit of {self.max_bytes}"
+            )
+        return typ, data
+
+    def dump(self, value: Any, what: str) -> bytes:
+        typ, data = self.dumps(value, what)
+        return typ.encode() + b"\0" + data
+
+    def loads(self, typ: str, data: bytes) -> Any:
+        try:
+            return self.serde.loads_typed((typ, data))
+        except Exception as exc:
+            raise StoredDataError(f"a stored {typ!r} value cannot be decoded: {exc}") from exc
+
+    def load(self, stored: bytes) -> Any:
+        typ, sep, data = stored.partition(b"\0")
+        if not sep:
+            raise StoredDataError("a stored value has no type tag")
+        return self.loads(typ.decode(), data)
+
+    def load_list(self, elements: list[bytes | None]) -> list[Any]:
+        if any(e is None for e in elements):
+            raise StoredDataError("a stored list refers to an element that is missing")
+        parts = [e.partition(b"\0") for e in elements]  # type: ignore[union-attr]
+        if all(typ == b"msgpack" for typ, _, _ in parts):
+            # One decode of the whole array is much faster than one per element.
+            joined = _array_header(len(parts)) + b"".join(data for _, _, data in parts)
+            return self.loads("msgpack", joined)
+        return [self.loads(typ.decode(), data) for typ, _, data in parts]

@@ -1,0 +1,382 @@
+"""The operations on stored threads, written once and free of I/O.
+
+Each public method returns a plan (see plan.py) that a sync or an async runner drives.
+The adapters (LangGraph savers, the seed API) translate their own types to the
+``Snapshot`` stored here and back from ``Stored``. Retention (``keep_last``, so "shallow"
+is ``keep_last=1``) and the whole-thread TTL are settings of the engine, not variants.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import keys as K
+from .codec import FORMAT, ValueCodec, digest, pack, pack_record, unpack, unpack_record
+from .errors import ConflictError, InvalidInput, StoredDataError
+from .keys import Schema, ThreadKeys, dec, enc
+from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan
+
+__all__ = ["Engine", "Snapshot", "Stored", "Write", "LIST_MIN_ITEMS"]
+
+# Lists shorter than this are stored whole: per-element addressing costs more than it saves.
+LIST_MIN_ITEMS = 4
+PAGE = 100
+_CACHE_THREADS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One checkpoint to store. ``values`` are the channel values to write now (usually
+    those whose version is new); ``versions`` lists every channel the checkpoint refers to."""
+
+    thread_id: str
+    ns: str
+    checkpoint_id: str
+    parent_id: str | None
+    header: Any  # the checkpoint without its values, serialized with the codec
+    metadata: Any
+    versions: Mapping[str, Any]
+    values: Mapping[str, Any]
+    keep_existing: bool = False  # True: don't overwrite values already stored (forks, copies)
+    run_id: str | None = None
+    delta_channels: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    task_id: str
+    channel: str
+    value: Any
+    task_path: str
+    idx: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    thread_id: str
+    ns: str
+    checkpoint_id: str
+    parent_id: str | None
+    header: Any
+    metadata: Any
+    values: dict[str, Any]
+    writes: list[Write] = field(default_factory=list)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Engine:
+    """Plans for one key prefix, codec, retention policy and TTL."""
+
+    def __init__(
+        self,
+        codec: ValueCodec,
+        *,
+        prefix: str = "stateline:",
+        keep_last: int | None = None,
+        ttl_ms: int = 0,
+        refresh_on_read: bool = False,
+    ) -> None:
+        if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
+            raise InvalidInput(f"keep_last must be a positive int or None, got {keep_last!r}")
+        if not isinstance(ttl_ms, int) or ttl_ms < 0:
+            raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl_ms!r}")
+        self.codec = codec
+        self.schema = Schema(prefix)
+        self.keep_last = keep_last or 0
+        self.ttl_ms = ttl_ms
+        self.refresh_ms = ttl_ms if refresh_on_read else 0
+        # Per thread: list elements known to be stored, so a put sends only new ones. A
+        # stale entry is safe: the script answers 'missing' and the plan sends them.
+        self._known: OrderedDict[str, set[bytes]] = OrderedDict()
+        self._registered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+
+    def keys(self, thread_id: str) -> ThreadKeys:
+        return self.schema.thread(thread_id)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put(self, snap: Snapshot, *, expect: str | None = None) -> Plan[None]:
+        """Store ``snap`` in one round trip. ``expect`` = the head the namespace must have
+        ('' = must be empty); otherwise ``ConflictError`` and nothing is written."""
+        keys = self.keys(snap.thread_id)
+        ns, cid = enc(snap.ns), enc(snap.checkpoint_id)
+        elements: dict[bytes, bytes] = {}
+        value_args: list[Any] = []
+        setnx = "1" if snap.keep_existing else "0"
+        for channel, value in snap.values.items():
+            if channel not in snap.versions:
+                continue
+            what = f"the value of channel {channel!r}"
+            vfield = K.value_field(ns, channel, snap.versions[channel])
+            if type(value) is list and len(value) >= LIST_MIN_ITEMS:
+                digests = []
+                for item in value:
+                    data = self.codec.dump(item, f"an item of {what}")
+                    d = digest(data)
+                    digests.append(d)
+                    elements[d] = data
+                value_args += ("L", vfield, setnx, K.log_base(ns, channel), b"".join(digests))
+            else:
+                value_args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
+        refs = [K.value_field(ns, ch, v) for ch, v in snap.versions.items()]
+        record = pack_record(
+            [
+                FORMAT,
+                snap.parent_id or "",
+                refs,
+                enc(snap.run_id) if snap.run_id else "",
+                [K.value_prefix(ns, ch) for ch in snap.delta_channels],
+            ],
+            [
+                *self.codec.dumps(snap.header, "the checkpoint"),
+                *self.codec.dumps(snap.metadata, "the checkpoint metadata"),
+            ],
+        )
+        if expect is None:
+            guard = ""
+        else:
+            guard = enc(expect) if expect else "-"
+        known = self._known_of(snap.thread_id)
+        to_send = {d: b for d, b in elements.items() if d not in known}
+        head = (ns, cid, record, self.ttl_ms, self.keep_last, enc(snap.run_id or ""), guard)
+        for _attempt in range(3):
+            sent = [x for pair in to_send.items() for x in pair]
+            call = Call(SCRIPTS.put, keys.all, (*head, len(to_send), *sent, *value_args))
+            reply = yield from self._with_registration(snap.thread_id, snap.run_id, call)
+            status = _text(reply[0])
+            if status == "ok":
+                known.update(elements)
+                return None
+            if status == "conflict":
+                raise ConflictError(
+                    f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
+                    f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
+                )
+            known.clear()  # 'missing': elements we believed stored are gone (pruned elsewhere)
+            to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
+        raise StoredDataError(f"thread {snap.thread_id!r} keeps losing list elements during put")
+
+    def _with_registration(self, thread_id: str, run_id: str | None, call: Call) -> Plan[Any]:
+        """Adds the thread (and run) to the discovery indexes in the same pipeline, the
+        first time this engine writes them. Index first: an entry without data is dropped
+        on sight by readers, data without an entry would be invisible to discovery."""
+        todo = [k for k in ((thread_id, None), (thread_id, run_id)) if k not in self._registered]
+        if run_id is None and (thread_id, None) in self._registered:
+            todo = []
+        if not todo:
+            return (yield call)
+        steps: list[Call | Command] = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
+        if run_id is not None:
+            steps.append(Command(("ZADD", self.schema.runs, 0, Schema.run_member(run_id, thread_id))))
+        replies = yield Batch((*steps, call))
+        for k in todo:
+            self._registered[k] = None
+        while len(self._registered) > _CACHE_THREADS * 4:
+            self._registered.popitem(last=False)
+        return replies[-1]
+
+    def _known_of(self, thread_id: str) -> set[bytes]:
+        known = self._known.get(thread_id)
+        if known is None:
+            known = self._known[thread_id] = set()
+            if len(self._known) > _CACHE_THREADS:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(thread_id)
+        return known
+
+    def _forget(self, thread_id: str) -> None:
+        self._known.pop(thread_id, None)
+        for k in [k for k in self._registered if k[0] == thread_id]:
+            del self._registered[k]
+
+    def put_writes(
+        self, thread_id: str, ns: str, checkpoint_id: str, writes: Iterable[Write], special: frozenset[str]
+    ) -> Plan[None]:
+        """Store pending writes in one round trip: ordinary ones keep the first value per
+        (task, idx), channels in ``special`` overwrite."""
+        ns_e, cid = enc(ns), enc(checkpoint_id)
+        args: list[Any] = [self.ttl_ms]
+        for w in writes:
+            typ, data = self.codec.dumps(w.value, f"the write to channel {w.channel!r}")
+            record = pack([FORMAT, w.task_id, w.channel, typ, data, w.task_path, w.idx])
+            overwrite = "1" if w.channel in special else "0"
+            args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, record)
+        if len(args) > 1:
+            yield Call(SCRIPTS.put_writes, self.keys(thread_id).all, tuple(args))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Plan[Stored | None]:
+        """The checkpoint ``checkpoint_id`` (or the newest of ``ns``), in one round trip."""
+        call = Call(SCRIPTS.get, self.keys(thread_id).all, (enc(ns), enc(checkpoint_id or ""), self.refresh_ms))
+        reply = yield call
+        return None if reply is None else self._stored(thread_id, reply)
+
+    def list(
+        self,
+        thread_id: str,
+        ns: str | None,
+        *,
+        before: str | None = None,
+        select: Any = None,
+        limit: int | None = None,
+    ) -> Plan[int]:
+        """Emits the thread's checkpoints newest first (in ``ns``, or in every namespace),
+        older than ``before``, that ``select(stored)`` accepts, at most ``limit``.
+        Returns how many it emitted. One round trip per page of up to 100."""
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative int or None, got {limit!r}")
+        keys = self.keys(thread_id)
+        ns_e = None if ns is None else enc(ns)
+        bound = K.list_bound(ns_e, None if before is None else enc(before))
+        count = PAGE if select is not None or limit is None else max(1, min(limit, PAGE))
+        emitted = 0
+        while limit is None or emitted < limit:
+            args = (ns_e or "", "1" if ns_e is None else "0", bound, count)
+            page = yield Call(SCRIPTS.list, keys.all, args)
+            found = [self._stored(thread_id, entry) for entry in page]
+            if select is not None:
+                found = [s for s in found if select(s)]
+            if limit is not None:
+                found = found[: limit - emitted]
+            if found:
+                yield Emit(tuple(found))
+                emitted += len(found)
+            if len(page) < count:
+                break
+            last_ns, last_cid = _text(page[-1][0]), _text(page[-1][1])
+            bound = f"(o:{last_cid} {last_ns}" if ns_e is None else f"(c:{last_ns}:{last_cid}"
+        return emitted
+
+    def threads(self) -> Plan[list[str]]:
+        """Every thread id in the discovery index, dropping entries whose data is gone."""
+        members = yield Command(("ZRANGE", self.schema.threads, 0, -1))
+        ids = [dec(m) for m in members]
+        if not ids:
+            return []
+        exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
+        gone = [enc(t) for t, alive in zip(ids, exists) if not alive]
+        if gone:
+            yield Command(("ZREM", self.schema.threads, *gone))
+        return [t for t, alive in zip(ids, exists) if alive]
+
+    def delta_history(
+        self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]
+    ) -> Plan[dict[str, tuple[list[Write], Any, bool]]]:
+        """Per channel: the writes of the ancestors (oldest first) back to the nearest one
+        with a stored value (the seed, included), and that seed. One round trip."""
+        ns_e = enc(ns)
+        prefixes = [K.value_prefix(ns_e, ch) for ch in channels]
+        reply = yield Call(SCRIPTS.history, self.keys(thread_id).all, (ns_e, enc(checkpoint_id or ""), *prefixes))
+        out: dict[str, tuple[list[Write], Any, bool]] = {}
+        for w, ch in enumerate(channels):
+            collected: list[list[Write]] = []
+            seed, seeded = None, False
+            for _cid, writes, seeds in reply:
+                mine = [x for x in self._writes(writes) if x.channel == ch]
+                collected.append(mine)
+                if seeds[w] is not None:
+                    seed, seeded = self._value(seeds[w]), True
+                    break
+            flat = [x for group in reversed(collected) for x in group]
+            out[ch] = (flat, seed, seeded)
+        return out
+
+    # -- deleting and copying ----------------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> Plan[None]:
+        keys = self.keys(thread_id)
+        self._forget(thread_id)
+        yield Batch((Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))))
+
+    def prune(self, thread_id: str, keep: int) -> Plan[int]:
+        """Keeps the ``keep`` newest checkpoints of each namespace (and, for DeltaChannel
+        values, the ancestors needed to rebuild them); deletes everything else."""
+        if not isinstance(keep, int) or keep < 1:
+            raise InvalidInput(f"keep_last must be a positive int, got {keep!r}")
+        self._known.pop(thread_id, None)
+        return (yield Call(SCRIPTS.prune, self.keys(thread_id).all, (keep,)))
+
+    def delete_runs(self, run_ids: Sequence[str]) -> Plan[int]:
+        if not run_ids:
+            return 0
+        found = yield Batch(
+            tuple(
+                Command(("ZRANGEBYLEX", self.schema.runs, f"[{enc(r)} ", f"[{enc(r)} \xff"))
+                for r in run_ids
+            )
+        )
+        by_thread: dict[str, list[str]] = {}
+        members: list[bytes] = []
+        for run_id, entries in zip(run_ids, found):
+            for m in entries:
+                members.append(m)
+                by_thread.setdefault(dec(m.split(b" ", 1)[1]), []).append(enc(run_id))
+        removed = 0
+        for thread_id, runs in by_thread.items():
+            self._known.pop(thread_id, None)
+            removed += yield Call(SCRIPTS.delete_runs, self.keys(thread_id).all, tuple(runs))
+        if members:
+            yield Command(("ZREM", self.schema.runs, *members))
+        return removed
+
+    def copy_thread(self, source: str, target: str) -> Plan[int]:
+        """Copies every checkpoint, value and write of ``source`` into ``target`` (ids kept)."""
+        fields, members = yield Call(SCRIPTS.dump, self.keys(source).all, ())
+        if not fields:
+            return 0
+        n = len(fields) // 2
+        runs = {m.split(b":", 2)[1] for m in members if m.startswith(b"r:")}
+        steps: list[Call | Command] = [Command(("ZADD", self.schema.threads, 0, enc(target)))]
+        for run in runs:
+            steps.append(Command(("ZADD", self.schema.runs, 0, f"{run.decode()} {enc(target)}")))
+        steps.append(Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members)))
+        self._known.pop(target, None)
+        yield Batch(tuple(steps))
+        return n
+
+    # -- decoding ----------------------------------------------------------------------------
+
+    def _value(self, stored: bytes | list) -> Any:
+        if isinstance(stored, list):
+            return self.codec.load_list(stored)
+        return self.codec.load(stored[1:])
+
+    def _writes(self, records: list[bytes | None]) -> list[Write]:
+        out = []
+        for raw in records:
+            if raw is None:  # deleted between the index read and the fetch: not a write anymore
+                continue
+            _fmt, task_id, channel, typ, data, task_path, idx = unpack(raw)
+            out.append(Write(task_id, channel, self.codec.loads(typ, data), task_path, idx))
+        return out
+
+    def _stored(self, thread_id: str, reply: list) -> Stored:
+        ns_e, cid_e, raw, values, writes = reply
+        index, (h_typ, h_data, m_typ, m_data) = unpack_record(raw)
+        if index[0] != FORMAT:
+            raise StoredDataError(f"checkpoint record format {index[0]!r} is not supported")
+        header = self.codec.loads(h_typ, h_data)
+        metadata = self.codec.loads(m_typ, m_data)
+        channel_values = {}
+        for ref, value in zip(index[2], values):
+            if value is not None:  # no value stored at that version: the channel is empty
+                channel_values[dec(ref.split(":", 3)[2])] = self._value(value)
+        return Stored(
+            thread_id=thread_id,
+            ns=dec(ns_e),
+            checkpoint_id=dec(cid_e),
+            parent_id=index[1] or None,
+            header=header,
+            metadata=metadata,
+            values=channel_values,
+            writes=self._writes(writes),
+        )
+

@@ -1,0 +1,120 @@
+"""The key schema: the only place that builds a key or a field name.
+
+A thread owns two keys sharing one Redis Cluster hash tag, ``<prefix>{<thread>}:d`` (a hash
+of records) and ``<prefix>{<thread>}:i`` (a sorted set ordered by member bytes); the field
+and member layout is documented in ``scripts/_lib.lua``. Discovery indexes that cannot
+share a thread's slot are ``<prefix>threads`` and ``<prefix>runs``.
+
+Every component (thread, namespace, checkpoint id, channel, version, task) is
+percent-encoded, so ``:``, ``{``, ``}``, ``|``, spaces and non-ASCII text never reach a key
+raw: two different ids can neither collide nor escape their hash tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import quote, unquote
+
+from .errors import InvalidInput
+
+__all__ = ["ThreadKeys", "Schema", "enc", "dec"]
+
+
+@lru_cache(maxsize=65536)
+def enc(value: str) -> str:
+    """Percent-encode one id component; injective, and keeps ``[A-Za-z0-9_.~-]`` readable."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"ids must be str, got {type(value).__name__}: {value!r}")
+    return quote(value, safe="")
+
+
+def dec(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        value = value.decode()
+    return unquote(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadKeys:
+    thread_id: str
+    data: str
+    index: str
+
+    @property
+    def all(self) -> tuple[str, str]:
+        return (self.data, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str):
+            raise InvalidInput(f"prefix must be str, got {type(self.prefix).__name__}")
+        if "{" in self.prefix or "}" in self.prefix:
+            raise InvalidInput(f"prefix {self.prefix!r} must not contain '{{' or '}}' (hash tags)")
+
+    def thread(self, thread_id: str) -> ThreadKeys:
+        # The empty thread id gets the tag '%', which no encoding produces: '{}' would make
+        # Redis Cluster hash the whole key and split the thread across slots.
+        tag = enc(thread_id) or "%"
+        base = f"{self.prefix}{{{tag}}}"
+        return ThreadKeys(thread_id, base + ":d", base + ":i")
+
+    @property
+    def threads(self) -> str:
+        return self.prefix + "threads"
+
+    @property
+    def runs(self) -> str:
+        return self.prefix + "runs"
+
+    @property
+    def thread_pattern(self) -> str:
+        """SCAN pattern matching every thread key of this prefix (and nothing of a longer prefix)."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
+        return escaped + "{*}:[di]"
+
+    def thread_id_of(self, key: str | bytes) -> str | None:
+        if isinstance(key, bytes):
+            key = key.decode()
+        if not key.startswith(self.prefix + "{"):
+            return None
+        tag = key[len(self.prefix) + 1 : key.rindex("}")]
+        return "" if tag == "%" else dec(tag)
+
+    @staticmethod
+    def run_member(run_id: str, thread_id: str) -> str:
+        return f"{enc(run_id)} {enc(thread_id)}"
+
+
+# Field and member names inside a thread's keys (mirrors scripts/_lib.lua).
+def checkpoint_field(ns: str, cid: str) -> str:
+    return f"c:{ns}:{cid}"
+
+
+def value_field(ns: str, channel: str, version: object) -> str:
+    return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
+
+
+def value_prefix(ns: str, channel: str) -> str:
+    return f"b:{ns}:{enc(channel)}:"
+
+
+def log_base(ns: str, channel: str) -> str:
+    return f"l:{ns}:{enc(channel)}"
+
+
+def write_field(ns: str, cid: str, task_id: str, idx: int) -> str:
+    return f"w:{ns}:{cid}:{enc(task_id)}:{idx}"
+
+
+def list_bound(ns: str | None, before: str | None) -> str:
+    """Exclusive upper ZRANGEBYLEX bound for a list page ('' = from the newest)."""
+    if before is None:
+        return ""
+    if ns is None:
+        return f"(o:{before} "
+    return f"(c:{ns}:{before}"

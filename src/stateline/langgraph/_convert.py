@@ -1,0 +1,99 @@
+"""Translation between LangGraph's types and the engine's Snapshot/Stored/Write."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+
+from ..engine import Snapshot, Stored, Write
+from ..errors import InvalidInput
+
+SPECIAL_CHANNELS = frozenset(WRITES_IDX_MAP)
+_MISSING = object()
+
+
+def ids(config: RunnableConfig) -> tuple[str, str | None, str | None]:
+    """thread_id, checkpoint_ns (None when absent) and checkpoint_id of a config."""
+    conf = config.get("configurable") if isinstance(config, Mapping) else None
+    if not conf or conf.get("thread_id") is None:
+        raise InvalidInput(f"config['configurable']['thread_id'] is required, got {config!r}")
+    ns = conf.get("checkpoint_ns")
+    if ns is not None and not isinstance(ns, str):
+        raise InvalidInput(f"checkpoint_ns must be str, got {ns!r}")
+    cid = conf.get("checkpoint_id")
+    return str(conf["thread_id"]), ns, (str(cid) if cid else None)
+
+
+def config_of(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
+
+
+def snapshot(
+    config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+) -> Snapshot:
+    thread_id, ns, parent = ids(config)
+    if not isinstance(checkpoint.get("id"), str) or not checkpoint["id"]:
+        raise InvalidInput(f"checkpoint['id'] must be a non-empty str, got {checkpoint.get('id')!r}")
+    md = get_checkpoint_metadata(config, metadata)
+    values = checkpoint.get("channel_values") or {}
+    versions = checkpoint.get("channel_versions") or {}
+    if new_versions:
+        to_write = {ch: values[ch] for ch in new_versions if ch in values}
+    else:  # a fork or a copy: the values are stored already, or must be stored now
+        to_write = dict(values)
+    run_id = md.get("run_id")
+    return Snapshot(
+        thread_id=thread_id,
+        ns=ns or "",
+        checkpoint_id=checkpoint["id"],
+        parent_id=parent,
+        header={k: v for k, v in checkpoint.items() if k != "channel_values"},
+        metadata=md,
+        versions=versions,
+        values=to_write,
+        keep_existing=not new_versions,
+        run_id=None if run_id is None else str(run_id),
+        delta_channels=tuple(md.get("counters_since_delta_snapshot") or ()),
+    )
+
+
+def writes(writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> list[Write]:
+    return [
+        Write(task_id, channel, value, task_path, WRITES_IDX_MAP.get(channel, idx))
+        for idx, (channel, value) in enumerate(writes)
+    ]
+
+
+def sorted_writes(stored: list[Write]) -> list[Write]:
+    return sorted(stored, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+
+
+def checkpoint_tuple(s: Stored) -> CheckpointTuple:
+    checkpoint: Any = {**s.header, "channel_values": s.values}
+    parent = config_of(s.thread_id, s.ns, s.parent_id) if s.parent_id else None
+    pending = [(w.task_id, w.channel, w.value) for w in sorted_writes(s.writes)]
+    return CheckpointTuple(config_of(s.thread_id, s.ns, s.checkpoint_id), checkpoint, s.metadata, parent, pending)
+
+
+def matcher(filter: Mapping[str, Any] | None, checkpoint_id: str | None) -> Any:
+    if not filter and checkpoint_id is None:
+        return None
+    items = list((filter or {}).items())
+
+    def select(s: Stored) -> bool:
+        if checkpoint_id is not None and s.checkpoint_id != checkpoint_id:
+            return False
+        return all(s.metadata.get(k, _MISSING) == v for k, v in items)
+
+    return select

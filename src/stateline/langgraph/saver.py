@@ -1,0 +1,328 @@
+"""The LangGraph savers: one class; sync/async and retention are parameters, not copies.
+
+Every method is one line over the engine: it builds a plan and hands it to the sync or
+the async runner. ``ShallowRedisSaver`` is ``keep_last=1``; ``AsyncRedisSaver`` differs
+only in which client it is usually given.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    SerializerProtocol,
+    get_checkpoint_id,
+)
+from langgraph.checkpoint.serde.base import maybe_add_typed_methods
+
+from .. import runner
+from ..codec import ValueCodec
+from ..connection import Connection
+from ..engine import Engine
+from ..errors import InvalidInput
+from ..plan import Plan
+from . import _convert as cv
+
+__all__ = ["RedisSaver", "AsyncRedisSaver", "ShallowRedisSaver", "AsyncShallowRedisSaver"]
+
+
+def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
+    """``ttl`` in seconds, or langgraph-checkpoint-redis' dict (``default_ttl`` in minutes)."""
+    if ttl is None:
+        return 0, False
+    if isinstance(ttl, Mapping):
+        minutes = ttl.get("default_ttl")
+        return (0 if minutes is None else int(float(minutes) * 60_000)), bool(ttl.get("refresh_on_read"))
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+        raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return int(ttl * 1000), False
+
+
+class RedisSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpoint saver storing full history in Redis or Valkey.
+
+    ``RedisSaver(url_or_client=None, *, prefix="stateline:", ttl=None, refresh_on_read=False,
+    keep_last=None, serde=None, data_dir=None)``. With no URL or client it uses the
+    embedded Valkey server in ``data_dir`` (default ``./.stateline``). Both the sync and
+    the async methods work on every saver; each kind of client is made when first needed.
+
+    Guarantees: ``put``, ``put_writes`` and ``get_tuple`` are one round trip and atomic;
+    writes may arrive before their checkpoint; ``ttl`` (seconds) expires whole threads.
+    Raises ``stateline.InvalidInput`` for malformed configs and ids,
+    ``stateline.SerializationError`` for values the serde cannot encode (nothing is
+    written), ``stateline.ServerError`` and subclasses when the server fails.
+    """
+
+    default_keep_last: int | None = None
+
+    def __init__(
+        self,
+        url_or_client: Any = None,
+        *,
+        prefix: str = "stateline:",
+        ttl: float | Mapping[str, Any] | None = None,
+        refresh_on_read: bool = False,
+        keep_last: int | None = None,
+        serde: SerializerProtocol | None = None,
+        data_dir: str | None = None,
+        client: Any = None,
+        aclient: Any = None,
+        **redis_options: Any,
+    ) -> None:
+        url = None
+        if isinstance(url_or_client, str):
+            url = url_or_client
+        elif url_or_client is not None and hasattr(url_or_client, "__aenter__") and client is None:
+            aclient = aclient or url_or_client
+        elif url_or_client is not None:
+            client = url_or_client
+        self._conn = Connection(url, client=client, aclient=aclient, data_dir=data_dir, **redis_options)
+        ttl_ms, refresh = _ttl_ms(ttl)
+        self._settings = {
+            "prefix": prefix,
+            "keep_last": keep_last if keep_last is not None else self.default_keep_last,
+            "ttl_ms": ttl_ms,
+            "refresh_on_read": refresh or refresh_on_read,
+        }
+        Engine(ValueCodec(self.serde), **self._settings)  # validate the settings now
+        super().__init__(serde=serde)
+
+    # The engine holds the codec: rebuild it when LangGraph swaps the serde (with_allowlist).
+    @property
+    def serde(self) -> SerializerProtocol:  # type: ignore[override]
+        return self._serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        self._serde = maybe_add_typed_methods(value)
+        self._engine = Engine(ValueCodec(self._serde), **self._settings)
+
+    _serde: SerializerProtocol = BaseCheckpointSaver.serde  # the class default
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **kwargs: Any) -> RedisSaver:
+        """A saver on ``url`` (None = the embedded server); also a (async) context manager."""
+        return cls(url, **kwargs)
+
+    from_conn_string = from_url
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _run(self, plan: Plan[Any]) -> Any:
+        return runner.run(self._conn.sync, plan)
+
+    async def _arun(self, plan: Plan[Any]) -> Any:
+        return await runner.arun(self._conn.aio, plan)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Nothing to create: no indexes or modules are needed. Kept for drop-in use."""
+
+    async def asetup(self) -> None:
+        """Nothing to create (see ``setup``)."""
+
+    def close(self) -> None:
+        self._conn.close()
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+    def __enter__(self) -> RedisSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RedisSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def _put(self, config, checkpoint, metadata, new_versions) -> Plan[RunnableConfig]:  # type: ignore[no-untyped-def]
+        snap = cv.snapshot(config, checkpoint, metadata, new_versions)
+        yield from self._engine.put(snap)
+        return cv.config_of(snap.thread_id, snap.ns, snap.checkpoint_id)
+
+    def _put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Plan[None]:
+        thread_id, ns, cid = cv.ids(config)
+        if cid is None:
+            raise InvalidInput(f"put_writes needs config['configurable']['checkpoint_id'], got {config!r}")
+        batch = cv.writes(writes, task_id, task_path)
+        return self._engine.put_writes(thread_id, ns or "", cid, batch, cv.SPECIAL_CHANNELS)
+
+    def _get(self, config: RunnableConfig) -> Plan[CheckpointTuple | None]:
+        thread_id, ns, cid = cv.ids(config)
+        stored = yield from self._engine.get(thread_id, ns or "", cid)
+        return None if stored is None else cv.checkpoint_tuple(stored)
+
+    def _search(self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None) -> Plan[None]:
+        before_id = get_checkpoint_id(before) if before else None
+        if config is None:
+            select = cv.matcher(filter, None)
+            remaining = limit
+            for thread_id in (yield from self._engine.threads()):
+                n = yield from self._engine.list(thread_id, None, before=before_id, select=select, limit=remaining)
+                if remaining is not None:
+                    remaining -= n
+                    if remaining <= 0:
+                        return
+            return
+        thread_id, ns, cid = cv.ids(config)
+        yield from self._engine.list(thread_id, ns, before=before_id, select=cv.matcher(filter, cid), limit=limit)
+
+    def _delta(self, config: RunnableConfig, channels: Sequence[str]) -> Plan[Mapping[str, DeltaChannelHistory]]:
+        if not channels:
+            return {}
+        thread_id, ns, cid = cv.ids(config)
+        found = yield from self._engine.delta_history(thread_id, ns or "", cid, channels)
+        out: dict[str, DeltaChannelHistory] = {}
+        for ch, (writes, seed, seeded) in found.items():
+            entry: DeltaChannelHistory = {"writes": [(w.task_id, w.channel, w.value) for w in writes]}
+            if seeded:
+                entry["seed"] = seed
+            out[ch] = entry
+        return out
+
+    def _delete(self, thread_id: str) -> Plan[None]:
+        yield from self._engine.delete_thread(str(thread_id))
+
+    def _prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int) -> Plan[None]:
+        if strategy not in ("keep_latest", "delete"):
+            raise InvalidInput(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                yield from self._engine.delete_thread(str(thread_id))
+            else:
+                yield from self._engine.prune(str(thread_id), keep_last)
+
+    def _delete_runs(self, run_ids: Sequence[str]) -> Plan[None]:
+        yield from self._engine.delete_runs([str(r) for r in run_ids])
+
+    def _copy(self, source: str, target: str) -> Plan[None]:
+        yield from self._engine.copy_thread(str(source), str(target))
+
+    # -- BaseCheckpointSaver, sync -------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._run(self._get(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        for stored in runner.iterate(self._conn.sync, self._search(config, filter, before, limit)):
+            yield cv.checkpoint_tuple(stored)
+
+    def put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+    ) -> RunnableConfig:
+        return self._run(self._put(config, checkpoint, metadata, new_versions))
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        self._run(self._put_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._run(self._delete(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._run(self._delete_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run(self._copy(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
+        """``keep_latest`` keeps the ``keep_last`` newest checkpoints per namespace (and the
+        ancestors DeltaChannel values need); ``delete`` removes the threads."""
+        self._run(self._prune(thread_ids, strategy, keep_last))
+
+    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+        return self._run(self._delta(config, channels))
+
+    # -- BaseCheckpointSaver, async ------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._arun(self._get(config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        async for stored in runner.aiterate(self._conn.aio, self._search(config, filter, before, limit)):
+            yield cv.checkpoint_tuple(stored)
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+    ) -> RunnableConfig:
+        return await self._arun(self._put(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._arun(self._put_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._arun(self._delete(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._arun(self._delete_runs(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._arun(self._copy(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
+        await self._arun(self._prune(thread_ids, strategy, keep_last))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._arun(self._delta(config, channels))
+
+    def get_next_version(self, current: str | int | float | None, channel: None = None) -> str:
+        """Zero-padded counter plus a random suffix: increasing, and unique per branch, so a
+        fork never aliases another branch's stored values."""
+        if current is None:
+            n = 0
+        elif isinstance(current, (int, float)):
+            n = int(current)
+        else:
+            n = int(str(current).split(".", 1)[0])
+        return f"{n + 1:012d}.{random.getrandbits(40):010x}"
+
+
+class AsyncRedisSaver(RedisSaver):
+    """``RedisSaver`` for asyncio code: pass it a ``redis.asyncio`` client or a URL."""
+
+
+class ShallowRedisSaver(RedisSaver):
+    """Keeps only the newest checkpoint of each thread and namespace (``keep_last=1``)."""
+
+    default_keep_last = 1
+
+
+class AsyncShallowRedisSaver(AsyncRedisSaver):
+    """``ShallowRedisSaver`` for asyncio code."""
+
+    default_keep_last = 1

@@ -1,0 +1,86 @@
+"""What an operation yields to a runner: script calls, raw commands, batches, results.
+
+An operation is a plan: a generator that yields steps and receives their replies. It does
+no I/O, so one plan serves the sync and the async runner alike (see runner.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from hashlib import sha1
+from importlib.resources import files
+from typing import Any, TypeVar
+
+__all__ = ["Script", "Call", "Command", "Batch", "Emit", "Plan", "SCRIPTS"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    body: str
+
+    @property
+    def sha(self) -> str:
+        return _sha(self.body)
+
+
+@lru_cache(maxsize=64)
+def _sha(body: str) -> str:
+    return sha1(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One EVALSHA of a script on the keys of one thread (all in one hash slot)."""
+
+    script: Script
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One plain command, e.g. on a discovery index."""
+
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Steps sent in one pipeline (not a transaction); replies come back in order."""
+
+    steps: tuple[Call | Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Hands results to the caller of a streaming plan (list) without a round trip."""
+
+    items: tuple[Any, ...]
+
+
+Step = Call | Command | Batch | Emit
+Plan = Generator[Step, Any, T]
+
+
+class _Scripts:
+    """The Lua scripts of scripts/, each with the shared helpers of _lib.lua prepended."""
+
+    @cached_property
+    def _lib(self) -> str:
+        return (files(__package__) / "scripts" / "_lib.lua").read_text()
+
+    def __getattr__(self, name: str) -> Script:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        body = (files(__package__) / "scripts" / f"{name}.lua").read_text()
+        script = Script(name, self._lib + "\n" + body)
+        setattr(self, name, script)
+        return script
+
+
+SCRIPTS = _Scripts()

@@ -1,0 +1,151 @@
+"""Drives plans over redis-py clients: the only module that talks to a server.
+
+``run``/``iterate`` take a sync client (``redis.Redis``, ``RedisCluster``, a Sentinel
+master); ``arun``/``aiterate`` their asyncio twins. Both loops are the same: send the
+previous reply into the plan, execute the step it yields. Script caching (NOSCRIPT) and
+the mapping of redis-py errors to stateline errors live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from redis import exceptions as rx
+
+from .errors import AuthenticationFailed, PermissionDenied, ServerError, ServerUnavailable
+from .plan import Batch, Call, Command, Emit, Plan
+
+__all__ = ["run", "arun", "iterate", "aiterate"]
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except rx.AuthenticationError as exc:
+        raise AuthenticationFailed(f"the server rejected the credentials: {exc}") from exc
+    except rx.NoPermissionError as exc:
+        raise PermissionDenied(f"the server user lacks a permission stateline needs: {exc}") from exc
+    except (rx.ConnectionError, rx.TimeoutError) as exc:
+        raise ServerUnavailable(f"cannot reach the server: {exc}") from exc
+    except rx.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise AuthenticationFailed(f"the server rejected the credentials: {exc}") from exc
+        raise ServerError(f"the server refused the operation: {exc}") from exc
+
+
+def _queue(target: Any, step: Call | Command) -> Any:
+    if isinstance(step, Call):
+        return target.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+    return target.execute_command(*step.args)
+
+
+def _failed(replies: list[Any]) -> list[int]:
+    return [i for i, r in enumerate(replies) if isinstance(r, rx.NoScriptError)]
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+    return replies
+
+
+# -- sync ---------------------------------------------------------------------------------
+
+
+def _execute(client: Any, step: Call | Command | Batch) -> Any:
+    if isinstance(step, Batch):
+        pipe = client.pipeline(transaction=False)
+        for s in step.steps:
+            _queue(pipe, s)
+        replies = pipe.execute(raise_on_error=False)
+        for i in _failed(replies):  # not run: load the script and run that step alone
+            replies[i] = _execute(client, step.steps[i])
+        return _raise_first(replies)
+    try:
+        return _queue(client, step)
+    except rx.NoScriptError:
+        assert isinstance(step, Call)
+        client.script_load(step.script.body)
+        return _queue(client, step)
+
+
+def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
+    """Runs ``plan``, yielding what it emits; its return value ends the iteration."""
+    reply = None
+    while True:
+        try:
+            step = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(step, Emit):
+            yield from step.items
+            reply = None
+            continue
+        with _mapped():
+            reply = _execute(client, step)
+
+
+def run(client: Any, plan: Plan[T]) -> T:
+    """Runs ``plan`` to its end and returns its result (emitted items are dropped)."""
+    it = iterate(client, plan)
+    while True:
+        try:
+            next(it)
+        except StopIteration as stop:
+            return stop.value
+
+
+# -- async --------------------------------------------------------------------------------
+
+
+async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
+    if isinstance(step, Batch):
+        pipe = client.pipeline(transaction=False)
+        for s in step.steps:
+            _queue(pipe, s)
+        replies = await pipe.execute(raise_on_error=False)
+        for i in _failed(replies):
+            replies[i] = await _aexecute(client, step.steps[i])
+        return _raise_first(replies)
+    try:
+        return await _queue(client, step)
+    except rx.NoScriptError:
+        assert isinstance(step, Call)
+        await client.script_load(step.script.body)
+        return await _queue(client, step)
+
+
+async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
+    reply = None
+    while True:
+        try:
+            step = plan.send(reply)
+        except StopIteration:
+            return
+        if isinstance(step, Emit):
+            for item in step.items:
+                yield item
+            reply = None
+            continue
+        with _mapped():
+            reply = await _aexecute(client, step)
+
+
+async def arun(client: Any, plan: Plan[T]) -> T:
+    reply = None
+    while True:
+        try:
+            step = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(step, Emit):
+            reply = None
+            continue
+        with _mapped():
+            reply = await _aexecute(client, step)

@@ -1,0 +1,136 @@
+-- Shared helpers, prepended to every script of this folder when it is loaded.
+-- Every script works on the two keys of one thread, which share one hash tag:
+--   KEYS[1] = D, a hash of records:  c:<ns>:<cid> checkpoint, b:<ns>:<ch>:<ver> channel
+--             value, l:<ns>:<ch>:<k> log of element digests, t:<ns>:<ch> current log
+--             number, e:<digest> list element, w:<ns>:<cid>:<task>:<idx> pending write,
+--             g garbage counter
+--   KEYS[2] = I, a sorted set (all scores 0, ordered by member bytes):
+--             c:<ns>:<cid>, o:<cid> <ns> (all namespaces by id), w:<ns>:<cid>:<task>:<idx>,
+--             r:<run>:<ns>:<cid>
+-- Components are percent-encoded by the client, so ':' and ' ' never occur inside them.
+local D, I = KEYS[1], KEYS[2]
+local HI = '\255'
+
+-- A checkpoint record starts with a 4-byte length and a msgpack array the scripts read:
+-- {format, parent cid, {value fields}, run, {DeltaChannel value prefixes}}.
+local function meta(rec)
+  local _, m = cmsgpack.unpack_one(rec, 4)
+  return m
+end
+
+local function head_member(ns)
+  return redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':', 'LIMIT', 0, 1)[1]
+end
+
+local function split_member(m)  -- 'c:<ns>:<cid>' -> ns, cid
+  local ns, cid = string.match(m, '^c:([^:]*):(.*)$')
+  return ns, cid
+end
+
+local function by_prefix(prefix)
+  return redis.call('ZRANGEBYLEX', I, '[' .. prefix, '[' .. prefix .. HI)
+end
+
+-- A list value is stored as 'L<n>:<log field>': the first n digests of that log.
+local function read_blob(field)
+  local v = redis.call('HGET', D, field)
+  if not v or string.byte(v, 1) ~= 76 then return v end  -- 76 = 'L'
+  local n, log = string.match(v, '^L(%d+):(.*)$')
+  n = tonumber(n)
+  local digests = redis.call('HGET', D, log) or ''
+  local out = {}
+  if n == 0 then return out end
+  local fields = {}
+  for i = 1, n do fields[i] = 'e:' .. string.sub(digests, 16 * i - 15, 16 * i) end
+  local values = redis.call('HMGET', D, unpack(fields))
+  for i = 1, n do out[i] = values[i] or false end
+  return out
+end
+
+local function writes_of(ns, cid)
+  local fields = by_prefix('w:' .. ns .. ':' .. cid .. ':')
+  if #fields == 0 then return {} end
+  return redis.call('HMGET', D, unpack(fields))
+end
+
+-- {cid, record, {values by ref}, {writes}} for one stored checkpoint, or nil.
+local function load(ns, cid)
+  local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
+  if not rec then return nil end
+  local refs = meta(rec)[3]
+  local values = {}
+  for i = 1, #refs do values[i] = read_blob(refs[i]) or false end
+  return {ns, cid, rec, values, writes_of(ns, cid)}
+end
+
+local function expire(ttl)
+  if ttl > 0 then
+    redis.call('PEXPIRE', D, ttl)
+    redis.call('PEXPIRE', I, ttl)
+  end
+end
+
+-- Removes one checkpoint with its index entries and pending writes.
+-- Channel values, logs and elements are left to sweep(), which knows what is shared.
+local function drop_checkpoint(ns, cid)
+  local f = 'c:' .. ns .. ':' .. cid
+  local rec = redis.call('HGET', D, f)
+  if not rec then return 0 end
+  local run = meta(rec)[4]
+  redis.call('HDEL', D, f)
+  redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
+  if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
+  local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
+  for i = 1, #writes, 500 do
+    local chunk = {unpack(writes, i, math.min(i + 499, #writes))}
+    redis.call('HDEL', D, unpack(chunk))
+    redis.call('ZREM', I, unpack(chunk))
+  end
+  return 1
+end
+
+-- Mark and sweep: deletes every channel value, log and element that no remaining
+-- checkpoint or write references. O(size of the thread); runs on prune and delete,
+-- and on retention every few trimmed checkpoints.
+local function sweep()
+  local live = {}
+  local cps = by_prefix('c:')
+  for i = 1, #cps do
+    local rec = redis.call('HGET', D, cps[i])
+    if rec then
+      local refs = meta(rec)[3]
+      for j = 1, #refs do live[refs[j]] = true end
+    end
+  end
+  local logs = {}
+  for f in pairs(live) do
+    local v = redis.call('HGET', D, f)
+    if v and string.byte(v, 1) == 76 then
+      local log = string.match(v, '^L%d+:(.*)$')
+      if not logs[log] then
+        logs[log] = true
+        local digests = redis.call('HGET', D, log) or ''
+        for k = 1, #digests, 16 do live['e:' .. string.sub(digests, k, k + 15)] = true end
+      end
+    end
+  end
+  local dead = {}
+  local fields = redis.call('HKEYS', D)
+  for i = 1, #fields do
+    local f = fields[i]
+    local kind = string.sub(f, 1, 2)
+    if (kind == 'b:' or kind == 'e:') and not live[f] then
+      dead[#dead + 1] = f
+    elseif kind == 'l:' and not logs[f] then
+      dead[#dead + 1] = f
+    elseif kind == 't:' then
+      local log = 'l:' .. string.sub(f, 3) .. ':' .. (redis.call('HGET', D, f) or '')
+      if not logs[log] then dead[#dead + 1] = f end
+    end
+  end
+  for i = 1, #dead, 500 do
+    redis.call('HDEL', D, unpack(dead, i, math.min(i + 499, #dead)))
+  end
+  redis.call('HDEL', D, 'g')
+  return #dead
+end

@@ -1,0 +1,96 @@
+-- put: store one checkpoint with the channel values that changed, atomically.
+-- KEYS: D, I (see _lib.lua)
+-- ARGV: ns, cid, record, ttl_ms (0 = none), keep_last (0 = all), run ('' = none),
+--       expected head ('' = don't check, '-' = namespace must be empty, else a cid),
+--       n_elements, then n_elements pairs (digest, bytes),
+--       then per channel value: 'v', field, setnx('1'/'0'), bytes
+--                            or 'L', field, setnx, log base 'l:<ns>:<ch>', digests (16 bytes each)
+-- Reply: {'ok'}, {'conflict', head cid or ''}, or {'missing', digest...} when a list
+--        refers to elements neither sent nor stored (nothing is written then).
+local ns, cid, rec = ARGV[1], ARGV[2], ARGV[3]
+local ttl, keep, run, expect = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+
+if expect ~= '' then
+  local head = head_member(ns)
+  local want = nil
+  if expect ~= '-' then want = 'c:' .. ns .. ':' .. expect end
+  if head ~= want then
+    local _, head_cid = '', ''
+    if head then _, head_cid = split_member(head) end
+    return {'conflict', head_cid}
+  end
+end
+
+local n_el = tonumber(ARGV[8])
+local sent = {}
+for i = 9, 8 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
+
+-- Plan every list first: reuse or extend the channel's current log, or start a new one.
+local lists, missing = {}, {}
+local function check(digests, from)
+  for k = from, #digests, 16 do
+    local d = string.sub(digests, k, k + 15)
+    if not sent[d] and redis.call('HEXISTS', D, 'e:' .. d) == 0 then missing[#missing + 1] = d end
+  end
+end
+local i = 9 + 2 * n_el
+while i <= #ARGV do
+  if ARGV[i] == 'v' then
+    i = i + 4
+  else
+    local field, setnx, base, digests = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    if not (setnx == '1' and redis.call('HEXISTS', D, field) == 1) then
+      local tip = redis.call('HGET', D, 't:' .. string.sub(base, 3))
+      local log = tip and redis.call('HGET', D, base .. ':' .. tip)
+      local plan = {field = field, n = #digests / 16}
+      if log and #digests <= #log and string.sub(log, 1, #digests) == digests then
+        plan.log = base .. ':' .. tip                        -- a prefix of the log: reuse
+      elseif log and #digests > #log and string.sub(digests, 1, #log) == log then
+        plan.log, plan.content = base .. ':' .. tip, digests -- extends the log: append
+        check(digests, #log + 1)
+      else
+        plan.counter, plan.base, plan.content = 't:' .. string.sub(base, 3), base, digests
+        check(digests, 1)                                    -- rewritten: a new log
+      end
+      lists[#lists + 1] = plan
+    end
+    i = i + 5
+  end
+end
+if #missing > 0 then
+  table.insert(missing, 1, 'missing')
+  return missing
+end
+
+for d, bytes in pairs(sent) do redis.call('HSETNX', D, 'e:' .. d, bytes) end
+i = 9 + 2 * n_el
+while i <= #ARGV do
+  if ARGV[i] == 'v' then
+    if ARGV[i + 2] == '1' then redis.call('HSETNX', D, ARGV[i + 1], ARGV[i + 3])
+    else redis.call('HSET', D, ARGV[i + 1], ARGV[i + 3]) end
+    i = i + 4
+  else
+    i = i + 5
+  end
+end
+for _, p in ipairs(lists) do
+  if p.counter then p.log = p.base .. ':' .. redis.call('HINCRBY', D, p.counter, 1) end
+  if p.content then redis.call('HSET', D, p.log, p.content) end
+  redis.call('HSET', D, p.field, 'L' .. p.n .. ':' .. p.log)
+end
+
+redis.call('HSET', D, 'c:' .. ns .. ':' .. cid, rec)
+redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
+if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
+
+if keep > 0 then
+  local old = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':', 'LIMIT', keep, 100)
+  local dropped = 0
+  for j = 1, #old do
+    local _, old_cid = split_member(old[j])
+    dropped = dropped + drop_checkpoint(ns, old_cid)
+  end
+  if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
+end
+expire(ttl)
+return {'ok'}

@@ -1,0 +1,13 @@
+-- restore: merge dumped fields into a thread (the target of a copy).
+-- KEYS: D, I.  ARGV: ttl_ms, n_fields, field, value... , then index members
+local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 3, 2 + 2 * n, 500 do
+  redis.call('HSET', D, unpack(ARGV, i, math.min(i + 499, 2 + 2 * n)))
+end
+for i = 3 + 2 * n, #ARGV, 250 do
+  local args = {}
+  for j = i, math.min(i + 249, #ARGV) do args[#args + 1] = 0; args[#args + 1] = ARGV[j] end
+  redis.call('ZADD', I, unpack(args))
+end
+expire(ttl)
+return n

