@@ -1,0 +1,53 @@
+"""The ``stateline`` command line: a thin layer over the public API."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Durable state for LLM agent workflows, in Redis or Valkey.", no_args_is_help=True)
+server_app = typer.Typer(help="The embedded Valkey server.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+URL = typer.Option(None, "--url", "-u", envvar="STATELINE_URL", help="Server URL (default: the embedded server).")
+DATA_DIR = typer.Option(None, "--data-dir", envvar="STATELINE_DATA_DIR", help="Embedded server data directory (default ./.stateline).")
+
+
+@app.command()
+def demo(
+    url: Optional[str] = URL,  # noqa: UP045 - typer reads the annotation at runtime
+    data_dir: Optional[str] = DATA_DIR,  # noqa: UP045
+    resume: Optional[str] = typer.Option(None, help="Resume this demo thread (the second process does this)."),  # noqa: UP045
+) -> None:
+    """Run an agent that pauses for approval, and resume it from a second process."""
+    from .. import demo as agent
+
+    if resume:
+        agent.resume(resume, url, data_dir)
+        return
+    agent.run(url, data_dir)
+    if url is None:
+        typer.echo("The embedded server keeps running with the data; stop it with: stateline server stop")
+
+
+@server_app.command("start")
+def server_start(data_dir: Optional[str] = DATA_DIR) -> None:  # noqa: UP045
+    """Start the embedded server (or report the one already running)."""
+    from ..embedded import EmbeddedServer
+
+    server = EmbeddedServer(data_dir or ".stateline")
+    typer.echo(server.url)
+
+
+@server_app.command("stop")
+def server_stop(data_dir: Optional[str] = DATA_DIR) -> None:  # noqa: UP045
+    """Stop the embedded server; its data stays on disk."""
+    from ..embedded import EmbeddedServer
+
+    stopped = EmbeddedServer(data_dir or ".stateline").stop()
+    typer.echo("stopped" if stopped else "not running")
+
+
+def main() -> None:
+    app()
