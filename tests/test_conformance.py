@@ -7,7 +7,7 @@ import uuid
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import ProgressCallbacks
 
-from stateline.langgraph import AsyncRedisSaver, AsyncShallowRedisSaver
+from stateline.langgraph import AsyncRedisSaver, AsyncShallowRedisSaver, RedisSaver
 
 # A shallow saver keeps one checkpoint per thread and namespace, by design. These tests
 # read a checkpoint after a newer one was saved in the same namespace, or count more than one.
@@ -61,3 +61,39 @@ async def test_shallow_saver_passes_every_test_that_needs_no_history(url: str) -
     assert failed == set(SHALLOW_OUT_OF_SCOPE), failed ^ set(SHALLOW_OUT_OF_SCOPE)
     passed = sum(r.tests_passed for r in report.results.values())
     assert passed == 81 - len(SHALLOW_OUT_OF_SCOPE)
+
+
+class SyncDriven(RedisSaver):
+    """Sends the suite's async calls to the sync methods, so the suite checks the sync API."""
+
+    async def aput(self, *args, **kwargs):
+        return self.put(*args, **kwargs)
+
+    async def aput_writes(self, *args, **kwargs):
+        return self.put_writes(*args, **kwargs)
+
+    async def aget_tuple(self, *args, **kwargs):
+        return self.get_tuple(*args, **kwargs)
+
+    async def alist(self, *args, **kwargs):
+        for item in self.list(*args, **kwargs):
+            yield item
+
+    async def adelete_thread(self, *args, **kwargs):
+        return self.delete_thread(*args, **kwargs)
+
+    async def adelete_for_runs(self, *args, **kwargs):
+        return self.delete_for_runs(*args, **kwargs)
+
+    async def acopy_thread(self, *args, **kwargs):
+        return self.copy_thread(*args, **kwargs)
+
+    async def aprune(self, *args, **kwargs):
+        return self.prune(*args, **kwargs)
+
+
+async def test_sync_methods_pass_every_conformance_test(url: str) -> None:
+    report = await validate(_factory(SyncDriven, url), progress=ProgressCallbacks.quiet())
+    failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
+    assert report.passed_all_base() and report.passed_all(), failures
+    assert sum(r.tests_passed for r in report.results.values()) == 81

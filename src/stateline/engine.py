@@ -262,10 +262,10 @@ class Engine:
         if not ids:
             return []
         exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
-        gone = [enc(t) for t, alive in zip(ids, exists) if not alive]
+        gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
         if gone:
             yield Command(("ZREM", self.schema.threads, *gone))
-        return [t for t, alive in zip(ids, exists) if alive]
+        return [t for t, alive in zip(ids, exists, strict=True) if alive]
 
     def delta_history(
         self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]
@@ -315,7 +315,7 @@ class Engine:
         )
         by_thread: dict[str, list[str]] = {}
         members: list[bytes] = []
-        for run_id, entries in zip(run_ids, found):
+        for run_id, entries in zip(run_ids, found, strict=True):
             for m in entries:
                 members.append(m)
                 by_thread.setdefault(dec(m.split(b" ", 1)[1]), []).append(enc(run_id))
@@ -366,7 +366,7 @@ class Engine:
         header = self.codec.loads(h_typ, h_data)
         metadata = self.codec.loads(m_typ, m_data)
         channel_values = {}
-        for ref, value in zip(index[2], values):
+        for ref, value in zip(index[2], values, strict=True):
             if value is not None:  # no value stored at that version: the channel is empty
                 channel_values[dec(ref.split(":", 3)[2])] = self._value(value)
         return Stored(
