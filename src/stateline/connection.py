@@ -1,54 +1,134 @@
 """URL or client -> the sync and async redis-py clients stateline drives.
 
 A saver or checkpointer may be given a URL, a sync client or an async client; it gets
-the other kind lazily from the same connection settings, so both its sync and its async
-methods talk to the server directly (no event-loop thread bridging one to the other).
+the other kind lazily from the same settings, so both its sync and its async methods talk
+to the server directly (no event-loop thread bridging one to the other).
+
+URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``; ``redis+cluster://h:p[,h:p]`` (or
+``cluster=True``) for Redis Cluster; ``redis+sentinel://h:p[,h:p]/service[/db]`` for
+Sentinel (``rediss+`` forms use TLS). Credentials may be in the URL or in the options.
 """
 
 from __future__ import annotations
 
 import inspect
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aredis
+import redis.asyncio.cluster as acluster
+import redis.asyncio.sentinel as asentinel
+import redis.cluster as scluster
+import redis.sentinel as ssentinel
 from redis import connection as sync_conn
 from redis.asyncio import connection as async_conn
 
 from .embedded import EmbeddedServer
 from .errors import InvalidInput
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "is_cluster"]
 
-_SCHEMES = ("redis://", "rediss://", "unix://")
+_PLAIN = ("redis://", "rediss://", "unix://")
 
 
-def _check_url(url: str) -> str:
-    if not isinstance(url, str) or not url.startswith(_SCHEMES):
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, (scluster.RedisCluster, acluster.RedisCluster))
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    out = []
+    for part in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+        out.append((host or "127.0.0.1", int(port or default_port)))
+    return out
+
+
+def _credentials(netloc: str) -> dict[str, str]:
+    if "@" not in netloc:
+        return {}
+    user, _, password = netloc.rsplit("@", 1)[0].partition(":")
+    creds = {"password": unquote(password)} if password else {}
+    if user:
+        creds["username"] = unquote(user)
+    return creds
+
+
+def _make(url: str, kind: str, options: dict[str, Any]) -> Any:
+    """A client of ``kind`` ('sync' or 'async') for ``url``."""
+    sync = kind == "sync"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    tls = scheme.startswith("rediss")
+    opts = dict(options)
+    cluster = opts.pop("cluster", False)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        parts = urlsplit(url)
+        nodes = [(scluster if sync else acluster).ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
+        cls = scluster.RedisCluster if sync else acluster.RedisCluster
+        return cls(startup_nodes=nodes, ssl=tls, **_credentials(parts.netloc), **opts)
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        parts = urlsplit(url)
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise InvalidInput(f"sentinel URL {url!r} needs a service name: redis+sentinel://host:port/service[/db]")
+        sentinel_kwargs = opts.pop("sentinel_kwargs", None)
+        module = ssentinel if sync else asentinel
+        sentinel = module.Sentinel(_hosts(parts.netloc, 26379), sentinel_kwargs=sentinel_kwargs, ssl=tls, **opts)
+        db = int(path[1]) if len(path) > 1 else 0
+        return sentinel.master_for(path[0], db=db, ssl=tls, **_credentials(parts.netloc), **opts)
+    if not url.startswith(_PLAIN):
         raise InvalidInput(
-            f"unsupported server URL {url!r}: use redis://host:port/db, rediss:// (TLS) or unix:///path"
+            f"unsupported server URL {url!r}: use redis://host:port/db, rediss:// (TLS), unix:///path, "
+            "redis+cluster://host:port[,host:port] or redis+sentinel://host:port[,host:port]/service[/db]"
         )
-    return url
+    if cluster:
+        return (scluster if sync else acluster).RedisCluster.from_url(url, **opts)
+    return (redis.Redis if sync else aredis.Redis).from_url(url, **opts)
 
 
-def _twin_pool(pool: Any, target: Any) -> Any:
-    """A connection pool of the other kind (sync <-> async) with the same settings."""
-    cls = getattr(target, pool.connection_class.__name__, None)
+def _accepted(cls: Any) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names
+
+
+def _twin(client: Any, kind: str) -> Any:
+    """A client of the other kind (sync <-> async) with the same settings as ``client``."""
+    sync = kind == "sync"
+    if is_cluster(client):
+        kwargs = dict(client.nodes_manager.connection_kwargs)
+        node = client.get_default_node()
+        cls = scluster.RedisCluster if sync else acluster.RedisCluster
+        kwargs = {k: v for k, v in kwargs.items() if k in _accepted(cls) or k in _accepted(_conn_module(sync).Connection)}
+        return cls(host=node.host, port=node.port, **{k: v for k, v in kwargs.items() if k not in ("host", "port")})
+    pool = client.connection_pool
+    if isinstance(pool, (ssentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)):
+        hosts = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]) for s in pool.sentinel_manager.sentinels]
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in ("host", "port", "connection_class")}
+        sentinel = (ssentinel if sync else asentinel).Sentinel(hosts)
+        return sentinel.master_for(pool.service_name, **kwargs)
+    module = _conn_module(sync)
+    cls = getattr(module, pool.connection_class.__name__, None)
     if cls is None:
         raise InvalidInput(
             f"cannot derive a client of the other kind from a {pool.connection_class.__name__} "
-            "connection: pass both a sync and an async client"
+            "connection: pass both client= and aclient="
         )
-    accepted = set()
-    for klass in cls.__mro__:
-        if "__init__" in klass.__dict__:
-            accepted |= set(inspect.signature(klass.__init__).parameters)
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
-    return target.ConnectionPool(connection_class=cls, **kwargs)
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _accepted(cls)}
+    return (redis.Redis if sync else aredis.Redis)(connection_pool=module.ConnectionPool(connection_class=cls, **kwargs))
+
+
+def _conn_module(sync: bool) -> Any:
+    return sync_conn if sync else async_conn
 
 
 def _binary_safe(client: Any) -> Any:
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if is_cluster(client):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if kwargs.get("decode_responses"):
         raise InvalidInput("the client decodes responses (decode_responses=True); stateline stores bytes")
     return client
@@ -68,12 +148,16 @@ class Connection:
     ) -> None:
         if url is not None and (client is not None or aclient is not None):
             raise InvalidInput("pass either a URL or a client, not both")
-        self._url = None if url is None else _check_url(url)
+        if url is not None and (not isinstance(url, str) or "://" not in url):
+            raise InvalidInput(f"unsupported server URL {url!r}: expected e.g. redis://host:6379/0")
+        self._url = url
         self._sync = None if client is None else _binary_safe(client)
         self._async = None if aclient is None else _binary_safe(aclient)
         self._created: list[Any] = []
         self._options = options
         self._data_dir = data_dir
+        if url is not None:
+            _make(url, "sync", options)  # fail now on a malformed URL, not at the first write
 
     @property
     def url(self) -> str:
@@ -81,35 +165,43 @@ class Connection:
             self._url = EmbeddedServer(self._data_dir or ".stateline").url
         return self._url
 
+    def _client(self, kind: str) -> Any:
+        mine, other = (self._sync, self._async) if kind == "sync" else (self._async, self._sync)
+        if mine is not None:
+            return mine
+        if other is not None and self._url is None:
+            made = _twin(other, kind)
+        else:
+            made = _make(self.url, kind, self._options)
+        self._created.append(made)
+        if kind == "sync":
+            self._sync = made
+        else:
+            self._async = made
+        return made
+
     @property
     def sync(self) -> Any:
-        if self._sync is None:
-            if self._async is not None:
-                pool = _twin_pool(self._async.connection_pool, sync_conn)
-                self._sync = redis.Redis(connection_pool=pool)
-            else:
-                self._sync = redis.Redis.from_url(self.url, **self._options)
-            self._created.append(self._sync)
-        return self._sync
+        return self._client("sync")
 
     @property
     def aio(self) -> Any:
-        if self._async is None:
-            if self._sync is not None and not self._created:
-                pool = _twin_pool(self._sync.connection_pool, async_conn)
-                self._async = aredis.Redis(connection_pool=pool)
-            else:
-                self._async = aredis.Redis.from_url(self.url, **self._options)
-            self._created.append(self._async)
-        return self._async
+        return self._client("async")
+
+    @property
+    def cluster(self) -> bool:
+        return is_cluster(self._sync if self._sync is not None else self.aio if self._async is not None else self.sync)
+
+    def _made(self, client: Any) -> bool:
+        return any(c is client for c in self._created)
 
     def close(self) -> None:
         """Closes the sync client stateline created (a client the caller passed stays open)."""
-        if self._sync in self._created:
+        if self._sync is not None and self._made(self._sync):
             self._sync.close()
 
     async def aclose(self) -> None:
         """Closes every client stateline created."""
-        if self._async in self._created:
+        if self._async is not None and self._made(self._async):
             await self._async.aclose()
         self.close()
