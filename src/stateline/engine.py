@@ -15,11 +15,19 @@ from typing import Any
 
 from . import keys as K
 from .codec import FORMAT, ValueCodec, digest, pack, pack_record, unpack, unpack_record
-from .errors import ConflictError, InvalidInput, StoredDataError
+from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan
 
-__all__ = ["Engine", "Snapshot", "Stored", "Write", "LIST_MIN_ITEMS"]
+__all__ = ["Engine", "Snapshot", "Stored", "Write", "LIST_MIN_ITEMS", "DURABILITY"]
+
+# What a write waits for before it returns: (command, local AOF fsyncs, replicas).
+DURABILITY: dict[str, tuple[str, int, int] | None] = {
+    "ack": None,  # acknowledged by the primary (in its memory)
+    "aof": ("WAITAOF", 1, 0),  # fsynced to the primary's append-only file
+    "replica": ("WAIT", 0, 1),  # received by at least one replica
+    "aof+replica": ("WAITAOF", 1, 1),  # fsynced by the primary and by a replica
+}
 
 # Lists shorter than this are stored whole: per-element addressing costs more than it saves.
 LIST_MIN_ITEMS = 4
@@ -81,7 +89,11 @@ class Engine:
         keep_last: int | None = None,
         ttl_ms: int = 0,
         refresh_on_read: bool = False,
+        durability: str = "ack",
+        durability_timeout_ms: int = 1000,
     ) -> None:
+        if durability not in DURABILITY:
+            raise InvalidInput(f"durability must be one of {sorted(DURABILITY)}, got {durability!r}")
         if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
             raise InvalidInput(f"keep_last must be a positive int or None, got {keep_last!r}")
         if not isinstance(ttl_ms, int) or ttl_ms < 0:
@@ -91,6 +103,9 @@ class Engine:
         self.keep_last = keep_last or 0
         self.ttl_ms = ttl_ms
         self.refresh_ms = ttl_ms if refresh_on_read else 0
+        self.durability = durability
+        self._wait = DURABILITY[durability]
+        self._wait_timeout = durability_timeout_ms
         # Per thread: list elements known to be stored, so a put sends only new ones. A
         # stale entry is safe: the script answers 'missing' and the plan sends them.
         self._known: OrderedDict[str, set[bytes]] = OrderedDict()
@@ -148,9 +163,10 @@ class Engine:
         for _attempt in range(3):
             sent = [x for pair in to_send.items() for x in pair]
             call = Call(SCRIPTS.put, keys.all, (*head, len(to_send), *sent, *value_args))
-            reply = yield from self._with_registration(snap.thread_id, snap.run_id, call)
+            reply = yield from self._send(call, self._registration(snap.thread_id, snap.run_id))
             status = _text(reply[0])
             if status == "ok":
+                self._registered_now(snap.thread_id, snap.run_id)
                 known.update(elements)
                 return None
             if status == "conflict":
@@ -162,24 +178,46 @@ class Engine:
             to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
         raise StoredDataError(f"thread {snap.thread_id!r} keeps losing list elements during put")
 
-    def _with_registration(self, thread_id: str, run_id: str | None, call: Call) -> Plan[Any]:
-        """Adds the thread (and run) to the discovery indexes in the same pipeline, the
-        first time this engine writes them. Index first: an entry without data is dropped
-        on sight by readers, data without an entry would be invisible to discovery."""
-        todo = [k for k in ((thread_id, None), (thread_id, run_id)) if k not in self._registered]
-        if run_id is None and (thread_id, None) in self._registered:
-            todo = []
-        if not todo:
-            return (yield call)
-        steps: list[Call | Command] = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
+    def _registration(self, thread_id: str, run_id: str | None) -> tuple[Command, ...]:
+        """Discovery-index entries to add the first time this engine writes a thread (or
+        run), sent in the write's pipeline. Index first: readers drop an entry without
+        data on sight, but data without an entry would be invisible to discovery."""
+        if all(k in self._registered for k in ((thread_id, None), (thread_id, run_id))):
+            return ()
+        steps = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
         if run_id is not None:
             steps.append(Command(("ZADD", self.schema.runs, 0, Schema.run_member(run_id, thread_id))))
-        replies = yield Batch((*steps, call))
-        for k in todo:
-            self._registered[k] = None
+        return tuple(steps)
+
+    def _registered_now(self, thread_id: str, run_id: str | None) -> None:
+        self._registered[(thread_id, None)] = self._registered[(thread_id, run_id)] = None
         while len(self._registered) > _CACHE_THREADS * 4:
             self._registered.popitem(last=False)
-        return replies[-1]
+
+    def _send(self, call: Call, before: tuple[Command, ...] = ()) -> Plan[Any]:
+        """One write, in one round trip with the commands ``before`` it and, at a stronger
+        durability level, the WAIT/WAITAOF that confirms it."""
+        wait: tuple[Command, ...] = ()
+        if self._wait is not None:
+            name, local, replicas = self._wait
+            args = (name, local, replicas, self._wait_timeout) if name == "WAITAOF" else (name, replicas, self._wait_timeout)
+            wait = (Command(args, route=call.keys[0]),)
+        if not before and not wait:
+            return (yield call)
+        replies = yield Batch((*before, call, *wait))
+        if wait:
+            self._check_durable(replies[-1])
+        return replies[len(before)]
+
+    def _check_durable(self, reply: Any) -> None:
+        assert self._wait is not None
+        name, local, replicas = self._wait
+        got_local, got_replicas = (reply[0], reply[1]) if name == "WAITAOF" else (local, reply)
+        if got_local < local or got_replicas < replicas:
+            raise DurabilityError(
+                f"the write was applied but not confirmed {self.durability!r} within "
+                f"{self._wait_timeout} ms ({name}: {got_local} local fsync(s), {got_replicas} replica(s))"
+            )
 
     def _known_of(self, thread_id: str) -> set[bytes]:
         known = self._known.get(thread_id)
@@ -209,7 +247,7 @@ class Engine:
             overwrite = "1" if w.channel in special else "0"
             args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, record)
         if len(args) > 1:
-            yield Call(SCRIPTS.put_writes, self.keys(thread_id).all, tuple(args))
+            yield from self._send(Call(SCRIPTS.put_writes, self.keys(thread_id).all, tuple(args)))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -379,4 +417,3 @@ class Engine:
             values=channel_values,
             writes=self._writes(writes),
         )
-

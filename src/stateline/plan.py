@@ -44,9 +44,11 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One plain command, e.g. on a discovery index."""
+    """One plain command, e.g. on a discovery index. ``route``: on a cluster, send it to
+    the node holding this key (for key-less commands such as WAITAOF)."""
 
     args: tuple[Any, ...]
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from redis import exceptions as rx
 
-from .errors import AuthenticationFailed, PermissionDenied, ServerError, ServerUnavailable
+from .connection import is_cluster
+from .errors import AuthenticationFailed, DurabilityError, PermissionDenied, ServerError, ServerUnavailable
 from .plan import Batch, Call, Command, Emit, Plan
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
@@ -33,15 +34,28 @@ def _mapped() -> Iterator[None]:
     except (rx.ConnectionError, rx.TimeoutError) as exc:
         raise ServerUnavailable(f"cannot reach the server: {exc}") from exc
     except rx.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+        text = str(exc)
+        if "NOAUTH" in text or "WRONGPASS" in text:
             raise AuthenticationFailed(f"the server rejected the credentials: {exc}") from exc
+        if "WAIT" in text.upper() and ("unknown command" in text or "appendonly" in text):
+            raise DurabilityError(
+                f"the server cannot confirm the durability level asked for ({exc}); WAITAOF needs "
+                "Redis 7.2+ or Valkey with appendonly yes"
+            ) from exc
         raise ServerError(f"the server refused the operation: {exc}") from exc
 
 
 def _queue(target: Any, step: Call | Command) -> Any:
     if isinstance(step, Call):
         return target.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+    if step.route is not None and is_cluster(target):
+        return target.execute_command(*step.args, target_nodes=target.get_node_from_key(step.route))
     return target.execute_command(*step.args)
+
+
+def _routed(client: Any, batch: Batch) -> bool:
+    """A cluster pipeline cannot aim a key-less command at a node: send such batches one by one."""
+    return is_cluster(client) and any(isinstance(s, Command) and s.route for s in batch.steps)
 
 
 def _failed(replies: list[Any]) -> list[int]:
@@ -59,6 +73,8 @@ def _raise_first(replies: list[Any]) -> list[Any]:
 
 
 def _execute(client: Any, step: Call | Command | Batch) -> Any:
+    if isinstance(step, Batch) and _routed(client, step):
+        return [_execute(client, s) for s in step.steps]
     if isinstance(step, Batch):
         pipe = client.pipeline(transaction=False)
         for s in step.steps:
@@ -105,6 +121,8 @@ def run(client: Any, plan: Plan[T]) -> T:
 
 
 async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
+    if isinstance(step, Batch) and _routed(client, step):
+        return [await _aexecute(client, s) for s in step.steps]
     if isinstance(step, Batch):
         pipe = client.pipeline(transaction=False)
         for s in step.steps:

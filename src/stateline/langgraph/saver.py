@@ -51,8 +51,11 @@ class RedisSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpoint saver storing full history in Redis or Valkey.
 
     ``RedisSaver(url_or_client=None, *, prefix="stateline:", ttl=None, refresh_on_read=False,
-    keep_last=None, serde=None, data_dir=None)``. With no URL or client it uses the
-    embedded Valkey server in ``data_dir`` (default ``./.stateline``). Both the sync and
+    keep_last=None, serde=None, data_dir=None, durability="ack")``. With no URL or client
+    it uses the embedded Valkey server in ``data_dir`` (default ``./.stateline``).
+    ``durability``: "ack" (the primary has it), "aof" (fsynced to its append-only file,
+    WAITAOF), "replica" (a replica has it, WAIT) or "aof+replica"; a write the server
+    cannot confirm in ``durability_timeout_ms`` raises ``stateline.DurabilityError``. Both the sync and
     the async methods work on every saver; each kind of client is made when first needed.
 
     Guarantees: ``put``, ``put_writes`` and ``get_tuple`` are one round trip and atomic;
@@ -74,6 +77,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
         keep_last: int | None = None,
         serde: SerializerProtocol | None = None,
         data_dir: str | None = None,
+        durability: str = "ack",
+        durability_timeout_ms: int = 1000,
         client: Any = None,
         aclient: Any = None,
         **redis_options: Any,
@@ -92,6 +97,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
             "keep_last": keep_last if keep_last is not None else self.default_keep_last,
             "ttl_ms": ttl_ms,
             "refresh_on_read": refresh or refresh_on_read,
+            "durability": durability,
+            "durability_timeout_ms": durability_timeout_ms,
         }
         Engine(ValueCodec(self.serde), **self._settings)  # validate the settings now
         super().__init__(serde=serde)
