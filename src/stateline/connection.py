@@ -30,6 +30,8 @@ from .errors import InvalidInput
 __all__ = ["Connection", "is_cluster"]
 
 _PLAIN = ("redis://", "rediss://", "unix://")
+# Connection settings that mean the same to the sync and the async cluster clients.
+_PORTABLE = {"username", "password", "socket_timeout", "socket_connect_timeout", "socket_keepalive", "client_name", "protocol", "health_check_interval"}
 
 
 def is_cluster(client: Any) -> bool:
@@ -98,11 +100,13 @@ def _twin(client: Any, kind: str) -> Any:
     """A client of the other kind (sync <-> async) with the same settings as ``client``."""
     sync = kind == "sync"
     if is_cluster(client):
-        kwargs = dict(client.nodes_manager.connection_kwargs)
+        given = client.nodes_manager.connection_kwargs
+        kwargs = {k: v for k, v in given.items() if k in _PORTABLE or k.startswith("ssl_")}
+        if "SSL" in getattr(given.get("connection_class"), "__name__", "") or given.get("ssl"):
+            kwargs["ssl"] = True
         node = client.get_default_node()
         cls = scluster.RedisCluster if sync else acluster.RedisCluster
-        kwargs = {k: v for k, v in kwargs.items() if k in _accepted(cls) or k in _accepted(_conn_module(sync).Connection)}
-        return cls(host=node.host, port=node.port, **{k: v for k, v in kwargs.items() if k not in ("host", "port")})
+        return cls(host=node.host, port=node.port, **kwargs)
     pool = client.connection_pool
     if isinstance(pool, (ssentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)):
         hosts = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]) for s in pool.sentinel_manager.sentinels]

@@ -33,6 +33,11 @@ def _mapped() -> Iterator[None]:
         raise PermissionDenied(f"the server user lacks a permission stateline needs: {exc}") from exc
     except (rx.ConnectionError, rx.TimeoutError) as exc:
         raise ServerUnavailable(f"cannot reach the server: {exc}") from exc
+    except (rx.MovedError, rx.AskError) as exc:
+        raise ServerError(
+            f"the server is a Redis Cluster node and redirected the command (MOVED {exc}): "
+            "use a redis+cluster:// URL or a RedisCluster client"
+        ) from exc
     except rx.ResponseError as exc:
         text = str(exc)
         if "NOAUTH" in text or "WRONGPASS" in text:
@@ -46,8 +51,8 @@ def _mapped() -> Iterator[None]:
 
 
 def _queue(target: Any, step: Call | Command) -> Any:
-    if isinstance(step, Call):
-        return target.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+    if isinstance(step, Call):  # execute_command: cluster pipelines refuse .evalsha()
+        return target.execute_command("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
     if step.route is not None and is_cluster(target):
         return target.execute_command(*step.args, target_nodes=target.get_node_from_key(step.route))
     return target.execute_command(*step.args)
