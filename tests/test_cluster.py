@@ -106,3 +106,63 @@ def test_plain_client_against_a_cluster_node_gets_moved_errors_not_silence(clust
         for t in range(20):  # some thread lands on another master
             plain.get_tuple({"configurable": {"thread_id": f"t{t}"}})
     redis.Redis(host=host, port=int(port)).close()
+
+
+def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> None:
+    """A writer keeps saving checkpoints while the thread's slot moves to another master
+    (IMPORTING/MIGRATING, MIGRATE of its keys, SETSLOT NODE): redirects (ASK/MOVED) are
+    followed, and every acknowledged checkpoint is there afterwards."""
+    import threading
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    saver = RedisSaver(cluster_url, prefix=f"m{uuid.uuid4().hex[:6]}:")
+    keys = saver.engine.keys("migrating")
+    ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]
+    nodes = {p: redis.Redis(port=p) for p in ports}
+    slot = nodes[ports[0]].execute_command("CLUSTER", "KEYSLOT", keys.data)
+    owner = saver._conn.sync.get_node_from_key(keys.data).port
+    target = next(p for p in ports if p != owner)
+    ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in nodes.items()}
+
+    acknowledged: list[str] = []
+    started, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        cfg = {"configurable": {"thread_id": "migrating", "checkpoint_ns": ""}}
+        try:
+            for i in range(400):
+                cp = empty_checkpoint()
+                cp["channel_values"] = {"n": i, "messages": [f"turn {j}" for j in range(i % 50 + 4)]}
+                cp["channel_versions"] = {"n": i + 1, "messages": i + 1}
+                cfg = saver.put(cfg, cp, {"step": i}, {"n": i + 1, "messages": i + 1})
+                saver.put_writes(cfg, [("n", i)], f"task-{i}")
+                acknowledged.append(cp["id"])
+                if i == 20:
+                    started.set()
+                if done.is_set() and i > 60:
+                    return
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+            started.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert started.wait(30)
+    src, dst = nodes[owner], nodes[target]
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+    while moving := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *moving)
+    for c in nodes.values():
+        c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    done.set()
+    writer.join(60)
+    assert not errors, errors
+    assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    assert dst.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 2  # the thread's two keys
+    stored = [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "migrating", "checkpoint_ns": ""}})]
+    assert stored == acknowledged[::-1] and len(stored) > 60
+    latest = saver.get_tuple({"configurable": {"thread_id": "migrating"}})
+    assert latest.pending_writes and latest.checkpoint["channel_values"]["n"] == len(acknowledged) - 1
