@@ -49,5 +49,19 @@ def server_stop(data_dir: Optional[str] = DATA_DIR) -> None:  # noqa: UP045
     typer.echo("stopped" if stopped else "not running")
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Everything tiny, in under a minute (what CI runs)."),
+    output: str = typer.Option("benchmarks/results/latest.json", "--output", "-o", help="JSON result file; the PNG chart is written next to it."),
+) -> None:
+    """Benchmark stateline against langgraph-checkpoint-redis, InMemorySaver, SqliteSaver and the floor (needs the bench extra)."""
+    try:
+        from ..bench import main as run_bench
+    except ImportError as exc:
+        typer.echo(f"stateline bench needs the bench extra: pip install 'stateline[bench]' ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    run_bench(quick=quick, output=output)
+
+
 def main() -> None:
     app()

