@@ -11,6 +11,7 @@ Sentinel (``rediss+`` forms use TLS). Credentials may be in the URL or in the op
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -158,6 +159,7 @@ class Connection:
         self._sync = None if client is None else _binary_safe(client)
         self._async = None if aclient is None else _binary_safe(aclient)
         self._created: list[Any] = []
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         self._options = options
         self._data_dir = data_dir
         if url is not None:
@@ -190,14 +192,21 @@ class Connection:
 
     @property
     def aio(self) -> Any:
+        # An asyncio client belongs to the event loop it first ran in; a saver used from a
+        # new loop (a second asyncio.run, another thread's loop) gets a client of its own.
+        loop = asyncio.get_running_loop()
+        if self._async is not None and self._made(self._async) and self._async_loop is not loop:
+            self._forget_made(self._async)
+            self._async = None
+        if self._async is None:
+            self._async_loop = loop
         return self._client("async")
-
-    @property
-    def cluster(self) -> bool:
-        return is_cluster(self._sync if self._sync is not None else self.aio if self._async is not None else self.sync)
 
     def _made(self, client: Any) -> bool:
         return any(c is client for c in self._created)
+
+    def _forget_made(self, client: Any) -> None:
+        self._created = [c for c in self._created if c is not client]
 
     def close(self) -> None:
         """Closes the sync client stateline created (a client the caller passed stays open)."""
