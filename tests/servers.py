@@ -1,7 +1,8 @@
 """Real server topologies started by the tests on free ports (recipes: shared/notes/servers.md).
 
 Each helper starts processes with a data directory of its own, waits for the readiness the
-server reports (its log line, or ``cluster_state:ok``), and stops every process it started.
+server reports (its log line, ``cluster_state:ok``, or what a sentinel says it monitors),
+and stops every process it started.
 """
 
 from __future__ import annotations
@@ -60,33 +61,42 @@ class Server:
     dir: Path
     proc: subprocess.Popen
     args: list[str] = field(default_factory=list)
+    scheme: str = "redis"
+    client_kwargs: dict = field(default_factory=dict)  # e.g. TLS or admin credentials
+    ready: bytes = READY
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def client(self, **kw) -> redis.Redis:
-        return redis.Redis(port=self.port, **kw)
+        return redis.Redis(port=self.port, **{**self.client_kwargs, **kw})
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(10)
 
-    def restart(self) -> None:
-        self.proc = _spawn(self.args)
+    def restart(self, *extra: str) -> None:
+        """Starts the server again with the same arguments (same port and dir), plus ``extra``."""
+        self.proc = _spawn([*self.args, *extra], self.ready)
 
 
-def _spawn(args: list[str]) -> subprocess.Popen:
+def _spawn(args: list[str], ready: bytes = READY) -> subprocess.Popen:
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:  # the server says when it is ready
         lines.append(line)
-        if READY in line:
+        if ready in line:
             # keep draining in the background so a chatty server never blocks on a full pipe
             subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
             return proc
+    proc.wait(10)
     raise RuntimeError("server did not start:\n" + b"".join(lines[-10:]).decode(errors="replace"))
 
 
@@ -96,6 +106,133 @@ def start(binary: str, dir: Path, *extra: str, port: int | None = None) -> Serve
     args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(dir), "--save", "",
             "--daemonize", "no", "--repl-diskless-sync-delay", "0", *extra]  # fmt: skip
     return Server(port, dir, _spawn(args), args)
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def tls_files(dir: Path) -> TlsFiles:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    dir.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=dir, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=stateline test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (dir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext.cnf", "-out", "server.crt")  # fmt: skip
+    return TlsFiles(dir / "ca.crt", dir / "server.crt", dir / "server.key")
+
+
+def start_tls(binary: str, dir: Path, tls: TlsFiles, *extra: str) -> Server:
+    """A server that accepts TLS only: its plain TCP port is off (``--port 0``)."""
+    port = free_port()
+    dir.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls.cert),
+            "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no",
+            "--dir", str(dir), "--save", "", "--daemonize", "no", *extra]  # fmt: skip
+    kw = {"ssl": True, "ssl_ca_certs": str(tls.ca)}
+    return Server(port, dir, _spawn(args), args, scheme="rediss", client_kwargs=kw)
+
+
+# -- Sentinel --------------------------------------------------------------------------------
+
+
+@dataclass
+class SentinelSet:
+    """A primary, its replica and the sentinels that watch them (service ``service``)."""
+
+    primary: Server
+    replica: Server
+    sentinels: list[Server]
+    service: str = "mymaster"
+
+    @property
+    def url(self) -> str:
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + "/" + self.service
+
+    def master(self, of: Server | None = None) -> dict[str, str]:
+        """``SENTINEL MASTER`` as seen by one sentinel, as a dict of text."""
+        with (of or self.sentinels[0]).client(decode_responses=True, socket_timeout=2) as c:
+            flat = c.execute_command("SENTINEL", "MASTER", self.service)
+        if isinstance(flat, dict):
+            return {str(k): str(v) for k, v in flat.items()}
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    def master_port(self) -> int:
+        """The primary's port according to a majority of the sentinels."""
+        ports = []
+        for s in self.sentinels:
+            with s.client(socket_timeout=2) as c:
+                ports.append(int(c.sentinel_get_master_addr_by_name(self.service)[1]))
+        return max(set(ports), key=ports.count)
+
+    def wait_ready(self, replicas: int = 1, timeout: float = 30.0) -> None:
+        """Until every sentinel sees the primary, ``replicas`` replicas and the 2 other sentinels."""
+
+        def ready() -> bool:
+            views = [self.master(s) for s in self.sentinels]
+            return all(
+                v["flags"] == "master"
+                and int(v["num-slaves"]) == replicas
+                and int(v["num-other-sentinels"]) == len(self.sentinels) - 1
+                for v in views
+            )
+
+        _until(ready, timeout)
+
+
+def sentinel_conf(
+    port: int, dir: Path, service: str, primary: int, quorum: int, down_after_ms: int, failover_timeout_ms: int
+) -> Path:
+    dir.mkdir(parents=True, exist_ok=True)
+    conf = dir / "sentinel.conf"  # writable: a sentinel rewrites its config with what it learns
+    conf.write_text(
+        f"bind 127.0.0.1\nport {port}\ndaemonize no\ndir {dir}\n"
+        f"sentinel monitor {service} 127.0.0.1 {primary} {quorum}\n"
+        f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+        f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+        f"sentinel parallel-syncs {service} 1\n"
+    )
+    return conf
+
+
+@contextmanager
+def sentinel(base: Path, binary: str, service: str = "mymaster", *, sentinels: int = 3, quorum: int = 2,
+             down_after_ms: int = 1000, failover_timeout_ms: int = 2000) -> Iterator[SentinelSet]:  # fmt: skip
+    """Primary + replica + ``sentinels`` sentinels, ready (every sentinel sees the whole topology)."""
+    started: list[Server] = []
+    try:
+        primary = start(binary, base / "primary")
+        started.append(primary)
+        replica = start(binary, base / "replica", "--replicaof", "127.0.0.1", str(primary.port))
+        started.append(replica)
+        watchers = []
+        for i in range(sentinels):
+            port = free_port()
+            conf = sentinel_conf(
+                port, base / f"sentinel{i}", service, primary.port, quorum, down_after_ms, failover_timeout_ms
+            )
+            args = [binary, str(conf), "--sentinel"]
+            ready = b"+monitor master"
+            watchers.append(Server(port, conf.parent, _spawn(args, ready), args, ready=ready))
+            started.append(watchers[-1])
+        topology = SentinelSet(primary, replica, watchers, service)
+        topology.wait_ready()
+        yield topology
+    finally:
+        for s in started:
+            s.kill(signal.SIGKILL)  # throw-away data: no need for a clean shutdown
 
 
 @contextmanager
@@ -124,11 +261,23 @@ def cluster(base: Path, binary: str, masters: int = 3, replicas: int = 0, *extra
 
 
 def _until(condition, timeout: float = 30.0) -> None:
-    """Polls a server-side condition (cluster gossip has no event to wait on), bounded."""
+    """Polls a server-side condition (cluster gossip and sentinel discovery have no event to
+    wait on), bounded. A server that refuses connections meanwhile counts as not yet."""
+    until(condition, timeout)
+
+
+def until(condition, timeout: float = 30.0, what: str = "the servers did not converge"):
+    """Polls ``condition`` every 50 ms until it returns a true value (returned), bounded."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        try:
+            got = condition()
+        except (redis.ConnectionError, redis.TimeoutError):
+            got = None
+        if got:
+            return got
         if time.monotonic() > deadline:
-            raise TimeoutError("the servers did not converge")
+            raise TimeoutError(what)
         time.sleep(0.05)
 
 
@@ -137,4 +286,5 @@ def stop_all(servers: list[Server]) -> None:
         s.kill(signal.SIGTERM)
 
 
-__all__ = ["Server", "start", "cluster", "free_port", "valkey_binary", "redis_binary", "stop_all", "os"]
+__all__ = ["Server", "start", "cluster", "free_port", "valkey_binary", "redis_binary", "stop_all", "os",
+           "TlsFiles", "tls_files", "start_tls", "SentinelSet", "sentinel", "until"]  # fmt: skip
