@@ -1,5 +1,13 @@
 """stateline: durable state for LLM agent workflows, in Redis or Valkey."""
 
+from .checkpointer import (
+    BaseCheckpointer,
+    Checkpoint,
+    MemoryCheckpointer,
+    RedisCheckpointer,
+    SyncRedisCheckpointer,
+    new_id,
+)
 from .embedded import EmbeddedServer
 from .errors import (
     AuthenticationFailed,
@@ -14,10 +22,19 @@ from .errors import (
     StatelineError,
     StoredDataError,
 )
+from .serde import Serde, register
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
+    "BaseCheckpointer",
+    "RedisCheckpointer",
+    "SyncRedisCheckpointer",
+    "MemoryCheckpointer",
+    "new_id",
+    "Serde",
+    "register",
     "EmbeddedServer",
     "StatelineError",
     "InvalidInput",

@@ -17,7 +17,7 @@ from . import keys as K
 from .codec import FORMAT, ValueCodec, digest, pack, pack_record, unpack, unpack_record
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
-from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan
+from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
 
 __all__ = ["Engine", "Snapshot", "Stored", "Write", "LIST_MIN_ITEMS", "DURABILITY"]
 
@@ -91,6 +91,7 @@ class Engine:
         refresh_on_read: bool = False,
         durability: str = "ack",
         durability_timeout_ms: int = 1000,
+        index_every_put: bool = False,
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidInput(f"durability must be one of {sorted(DURABILITY)}, got {durability!r}")
@@ -110,6 +111,9 @@ class Engine:
         # stale entry is safe: the script answers 'missing' and the plan sends them.
         self._known: OrderedDict[str, set[bytes]] = OrderedDict()
         self._registered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        # The cache above cannot see a thread expire or another process delete it; with
+        # index_every_put the index entries ride along every put (same round trip).
+        self.index_every_put = index_every_put
 
     def keys(self, thread_id: str) -> ThreadKeys:
         return self.schema.thread(thread_id)
@@ -182,7 +186,7 @@ class Engine:
         """Discovery-index entries to add the first time this engine writes a thread (or
         run), sent in the write's pipeline. Index first: readers drop an entry without
         data on sight, but data without an entry would be invisible to discovery."""
-        if all(k in self._registered for k in ((thread_id, None), (thread_id, run_id))):
+        if not self.index_every_put and all(k in self._registered for k in ((thread_id, None), (thread_id, run_id))):
             return ()
         steps = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
         if run_id is not None:
@@ -265,16 +269,17 @@ class Engine:
         before: str | None = None,
         select: Any = None,
         limit: int | None = None,
+        page: int = PAGE,
     ) -> Plan[int]:
         """Emits the thread's checkpoints newest first (in ``ns``, or in every namespace),
         older than ``before``, that ``select(stored)`` accepts, at most ``limit``.
-        Returns how many it emitted. One round trip per page of up to 100."""
+        Returns how many it emitted. One round trip per page of up to ``page``."""
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidInput(f"limit must be a non-negative int or None, got {limit!r}")
         keys = self.keys(thread_id)
         ns_e = None if ns is None else enc(ns)
         bound = K.list_bound(ns_e, None if before is None else enc(before))
-        count = PAGE if select is not None or limit is None else max(1, min(limit, PAGE))
+        count = PAGE if select is not None or limit is None else max(1, min(limit, page))
         emitted = 0
         while limit is None or emitted < limit:
             args = (ns_e or "", "1" if ns_e is None else "0", bound, count)
@@ -303,6 +308,8 @@ class Engine:
         gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
         if gone:
             yield Command(("ZREM", self.schema.threads, *gone))
+            for t in gone:
+                self._forget(dec(t))
         return [t for t, alive in zip(ids, exists, strict=True) if alive]
 
     def delta_history(
@@ -333,6 +340,29 @@ class Engine:
         keys = self.keys(thread_id)
         self._forget(thread_id)
         yield Batch((Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))))
+
+    def delete_checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> Plan[bool]:
+        """Deletes one checkpoint and its writes, then the values no other checkpoint
+        uses; False if it was not stored. One round trip."""
+        self._known.pop(thread_id, None)
+        reply = yield Call(SCRIPTS.delete_checkpoint, self.keys(thread_id).all, (enc(ns), enc(checkpoint_id)))
+        return bool(reply)
+
+    def delete_all(self) -> Plan[int]:
+        """Deletes every key of this prefix (every thread and both discovery indexes), and
+        nothing else: SCAN of every primary, never KEYS. Not atomic: a thread written
+        meanwhile may survive. Returns how many keys it deleted."""
+        self._known.clear()
+        self._registered.clear()
+        deleted = 0
+        step: Scan | None = Scan(self.schema.thread_pattern)
+        while step is not None:
+            cursor, found = yield step
+            if found:  # one command per key: on a cluster each goes to its own slot
+                deleted += sum((yield Batch(tuple(Command(("UNLINK", k)) for k in found))))
+            step = None if cursor is None else Scan(step.match, cursor)
+        replies = yield Batch((Command(("UNLINK", self.schema.threads)), Command(("UNLINK", self.schema.runs))))
+        return deleted + sum(replies)
 
     def prune(self, thread_id: str, keep: int) -> Plan[int]:
         """Keeps the ``keep`` newest checkpoints of each namespace (and, for DeltaChannel

@@ -13,7 +13,7 @@ from hashlib import sha1
 from importlib.resources import files
 from typing import Any, TypeVar
 
-__all__ = ["Script", "Call", "Command", "Batch", "Emit", "Plan", "SCRIPTS"]
+__all__ = ["Script", "Call", "Command", "Batch", "Scan", "Emit", "Plan", "SCRIPTS"]
 
 T = TypeVar("T")
 
@@ -59,13 +59,24 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class Scan:
+    """One SCAN page of the keys matching ``match``, over every primary of a cluster.
+    ``cursor`` is the runner's own (None = start); the reply is ``(cursor, keys)``, with
+    cursor None once every node is done."""
+
+    match: str
+    cursor: Any = None
+    count: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class Emit:
     """Hands results to the caller of a streaming plan (list) without a round trip."""
 
     items: tuple[Any, ...]
 
 
-Step = Call | Command | Batch | Emit
+Step = Call | Command | Batch | Scan | Emit
 Plan = Generator[Step, Any, T]
 
 

@@ -16,7 +16,7 @@ from redis import exceptions as rx
 
 from .connection import is_cluster
 from .errors import AuthenticationFailed, DurabilityError, PermissionDenied, ServerError, ServerUnavailable
-from .plan import Batch, Call, Command, Emit, Plan
+from .plan import Batch, Call, Command, Emit, Plan, Scan
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
 
@@ -61,6 +61,35 @@ def _queue(target: Any, step: Call | Command) -> Any:
 def _routed(client: Any, batch: Batch) -> bool:
     """A cluster pipeline cannot aim a key-less command at a node: send such batches one by one."""
     return is_cluster(client) and any(isinstance(s, Command) and s.route for s in batch.steps)
+
+
+def _scan_args(client: Any, step: Scan) -> tuple[Any, dict[str, Any], Any]:
+    """What to SCAN next: (node name or None, scan() arguments, the nodes left after it).
+    On a cluster the cursor is the tuple of (node name, node cursor) still to scan."""
+    kwargs: dict[str, Any] = {"match": step.match, "count": step.count}
+    if not is_cluster(client):
+        return None, {"cursor": step.cursor or 0, **kwargs}, ()
+    todo = step.cursor or tuple((node.name, 0) for node in client.get_primaries())
+    (name, cursor), rest = todo[0], todo[1:]
+    return name, {"cursor": cursor, "target_nodes": client.get_node(node_name=name), **kwargs}, rest
+
+
+def _scanned(name: Any, reply: Any, rest: Any) -> tuple[Any, list[Any]]:
+    cursor, keys = reply
+    if name is None:
+        return (cursor or None), keys
+    todo = ((name, cursor[name]), *rest) if cursor[name] else rest
+    return (todo or None), keys
+
+
+def _scan(client: Any, step: Scan) -> tuple[Any, list[Any]]:
+    name, kwargs, rest = _scan_args(client, step)
+    return _scanned(name, client.scan(**kwargs), rest)
+
+
+async def _ascan(client: Any, step: Scan) -> tuple[Any, list[Any]]:
+    name, kwargs, rest = _scan_args(client, step)
+    return _scanned(name, await client.scan(**kwargs), rest)
 
 
 def _failed(replies: list[Any]) -> list[int]:
@@ -109,7 +138,7 @@ def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
             reply = None
             continue
         with _mapped():
-            reply = _execute(client, step)
+            reply = _scan(client, step) if isinstance(step, Scan) else _execute(client, step)
 
 
 def run(client: Any, plan: Plan[T]) -> T:
@@ -157,7 +186,7 @@ async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
             reply = None
             continue
         with _mapped():
-            reply = await _aexecute(client, step)
+            reply = await (_ascan(client, step) if isinstance(step, Scan) else _aexecute(client, step))
 
 
 async def arun(client: Any, plan: Plan[T]) -> T:
@@ -171,4 +200,4 @@ async def arun(client: Any, plan: Plan[T]) -> T:
             reply = None
             continue
         with _mapped():
-            reply = await _aexecute(client, step)
+            reply = await (_ascan(client, step) if isinstance(step, Scan) else _aexecute(client, step))
