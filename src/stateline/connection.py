@@ -19,8 +19,10 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio as aredis
 import redis.asyncio.cluster as acluster
+import redis.asyncio.retry as aretry
 import redis.asyncio.sentinel as asentinel
 import redis.cluster as scluster
+import redis.retry as sretry
 import redis.sentinel as ssentinel
 from redis import connection as sync_conn
 from redis.asyncio import connection as async_conn
@@ -33,6 +35,9 @@ __all__ = ["Connection", "is_cluster"]
 _PLAIN = ("redis://", "rediss://", "unix://")
 # Connection settings that mean the same to the sync and the async cluster clients.
 _PORTABLE = {"username", "password", "socket_timeout", "socket_connect_timeout", "socket_keepalive", "client_name", "protocol", "health_check_interval"}
+# Connection settings that are objects of one kind (an asyncio Retry cannot drive a sync
+# connection, and the reverse silently never retries): never copied to the twin as they are.
+_KIND_BOUND = {"retry", "maint_notifications_pool_handler", "redis_connect_func", "connection_class"}
 
 
 def is_cluster(client: Any) -> bool:
@@ -111,8 +116,10 @@ def _twin(client: Any, kind: str) -> Any:
     pool = client.connection_pool
     if isinstance(pool, (ssentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)):
         hosts = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]) for s in pool.sentinel_manager.sentinels]
-        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in ("host", "port", "connection_class")}
-        sentinel = (ssentinel if sync else asentinel).Sentinel(hosts)
+        kwargs = {k: v for k, v in _of_kind(pool.connection_kwargs, sync).items() if k not in ("host", "port")}
+        if "SSL" in pool.connection_class.__name__:
+            kwargs["ssl"] = True
+        sentinel = (ssentinel if sync else asentinel).Sentinel(hosts, sentinel_kwargs=pool.sentinel_manager.sentinel_kwargs)
         return sentinel.master_for(pool.service_name, **kwargs)
     module = _conn_module(sync)
     cls = getattr(module, pool.connection_class.__name__, None)
@@ -121,8 +128,18 @@ def _twin(client: Any, kind: str) -> Any:
             f"cannot derive a client of the other kind from a {pool.connection_class.__name__} "
             "connection: pass both client= and aclient="
         )
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _accepted(cls)}
+    kwargs = {k: v for k, v in _of_kind(pool.connection_kwargs, sync).items() if k in _accepted(cls)}
     return (redis.Redis if sync else aredis.Redis)(connection_pool=module.ConnectionPool(connection_class=cls, **kwargs))
+
+
+def _of_kind(kwargs: dict[str, Any], sync: bool) -> dict[str, Any]:
+    """``kwargs`` without the settings bound to the other kind; a Retry is rebuilt for this
+    kind with the same backoff, retries and errors."""
+    out = {k: v for k, v in kwargs.items() if k not in _KIND_BOUND}
+    retry = kwargs.get("retry")
+    if retry is not None and hasattr(retry, "_backoff"):
+        out["retry"] = (sretry if sync else aretry).Retry(retry._backoff, retry._retries, tuple(retry._supported_errors))
+    return out
 
 
 def _conn_module(sync: bool) -> Any:

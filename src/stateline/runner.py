@@ -42,6 +42,9 @@ def _mapped() -> Iterator[None]:
         text = str(exc)
         if "NOAUTH" in text or "WRONGPASS" in text:
             raise AuthenticationFailed(f"the server rejected the credentials: {exc}") from exc
+        if "can't run this command" in text or "ACL failure" in text or "no permissions" in text:
+            # an ACL denial inside a Lua script (Redis 7.0 / Valkey word it so, without NOPERM)
+            raise PermissionDenied(f"the server user lacks a permission stateline needs: {exc}") from exc
         if "WAIT" in text.upper() and ("unknown command" in text or "appendonly" in text):
             raise DurabilityError(
                 f"the server cannot confirm the durability level asked for ({exc}); WAITAOF needs "
