@@ -31,6 +31,9 @@ DURABILITY: dict[str, tuple[str, int, int] | None] = {
 
 # Lists shorter than this are stored whole: per-element addressing costs more than it saves.
 LIST_MIN_ITEMS = 4
+# A list-valued write (LangGraph's new messages) is stored by digest from this many bytes.
+WRITE_LIST_MIN_BYTES = 256
+LIST_TYPE = "stateline.list"
 PAGE = 100
 _CACHE_THREADS = 1024
 
@@ -134,13 +137,9 @@ class Engine:
             what = f"the value of channel {channel!r}"
             vfield = K.value_field(ns, channel, snap.versions[channel])
             if type(value) is list and len(value) >= LIST_MIN_ITEMS:
-                digests = []
-                for item in value:
-                    data = self.codec.dump(item, f"an item of {what}")
-                    d = digest(data)
-                    digests.append(d)
-                    elements[d] = data
-                value_args += ("L", vfield, setnx, K.log_base(ns, channel), b"".join(digests))
+                digests, items = self._items(value, what)
+                elements.update(items)
+                value_args += ("L", vfield, setnx, K.log_base(ns, channel), digests)
             else:
                 value_args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
         refs = [K.value_field(ns, ch, v) for ch, v in snap.versions.items()]
@@ -161,26 +160,46 @@ class Engine:
             guard = ""
         else:
             guard = enc(expect) if expect else "-"
-        known = self._known_of(snap.thread_id)
-        to_send = {d: b for d, b in elements.items() if d not in known}
         head = (ns, cid, record, self.ttl_ms, self.keep_last, enc(snap.run_id or ""), guard)
+
+        def call(sent: list[bytes], n: int) -> Call:
+            return Call(SCRIPTS.put, keys.all, (*head, n, *sent, *value_args))
+
+        reply = yield from self._with_elements(snap.thread_id, elements, call, self._registration(snap.thread_id, snap.run_id))
+        if _text(reply[0]) == "conflict":
+            raise ConflictError(
+                f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
+                f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
+            )
+        self._registered_now(snap.thread_id, snap.run_id)
+        return None
+
+    def _items(self, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
+        """A list's elements, content-addressed: their digests joined, and digest -> bytes."""
+        digests, elements = [], {}
+        for item in value:
+            data = self.codec.dump(item, f"an item of {what}")
+            d = digest(data)
+            digests.append(d)
+            elements[d] = data
+        return b"".join(digests), elements
+
+    def _with_elements(
+        self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Command, ...] = ()
+    ) -> Plan[Any]:
+        """Sends ``call(sent, n)`` with the list elements not known to be stored yet. A stale
+        cache is safe: the script answers 'missing' (writing nothing) and we send those."""
+        known = self._known_of(thread_id)
+        to_send = {d: b for d, b in elements.items() if d not in known}
         for _attempt in range(3):
-            sent = [x for pair in to_send.items() for x in pair]
-            call = Call(SCRIPTS.put, keys.all, (*head, len(to_send), *sent, *value_args))
-            reply = yield from self._send(call, self._registration(snap.thread_id, snap.run_id))
-            status = _text(reply[0])
-            if status == "ok":
-                self._registered_now(snap.thread_id, snap.run_id)
-                known.update(elements)
-                return None
-            if status == "conflict":
-                raise ConflictError(
-                    f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
-                    f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
-                )
-            known.clear()  # 'missing': elements we believed stored are gone (pruned elsewhere)
+            reply = yield from self._send(call([x for pair in to_send.items() for x in pair], len(to_send)), before)
+            if not (isinstance(reply, list) and reply and _text(reply[0]) == "missing"):
+                if not (isinstance(reply, list) and _text(reply[0]) == "conflict"):
+                    known.update(elements)
+                return reply
+            known.clear()  # elements we believed stored are gone (pruned by another process)
             to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
-        raise StoredDataError(f"thread {snap.thread_id!r} keeps losing list elements during put")
+        raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
 
     def _registration(self, thread_id: str, run_id: str | None) -> tuple[Command, ...]:
         """Discovery-index entries to add the first time this engine writes a thread (or
@@ -244,14 +263,33 @@ class Engine:
         """Store pending writes in one round trip: ordinary ones keep the first value per
         (task, idx), channels in ``special`` overwrite."""
         ns_e, cid = enc(ns), enc(checkpoint_id)
-        args: list[Any] = [self.ttl_ms]
+        args: list[Any] = []
+        elements: dict[bytes, bytes] = {}
         for w in writes:
-            typ, data = self.codec.dumps(w.value, f"the write to channel {w.channel!r}")
-            record = pack([FORMAT, w.task_id, w.channel, typ, data, w.task_path, w.idx])
+            what = f"the write to channel {w.channel!r}"
+            value = self._write_value(w, what, elements)
             overwrite = "1" if w.channel in special else "0"
-            args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, record)
-        if len(args) > 1:
-            yield from self._send(Call(SCRIPTS.put_writes, self.keys(thread_id).all, tuple(args)))
+            args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, value)
+        if not args:
+            return
+        keys = self.keys(thread_id).all
+
+        def call(sent: list[bytes], n: int) -> Call:
+            return Call(SCRIPTS.put_writes, keys, (self.ttl_ms, n, *sent, *args))
+
+        yield from self._with_elements(thread_id, elements, call)
+
+    def _write_value(self, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
+        """A write record; a list of sizeable items (messages) refers to its items by digest,
+        so a message stored in a write and in the channel's list is kept once."""
+        if type(w.value) is list and w.value:
+            digests, items = self._items(w.value, what)
+            if sum(map(len, items.values())) >= WRITE_LIST_MIN_BYTES:
+                elements.update(items)
+                record = pack([FORMAT, w.task_id, w.channel, LIST_TYPE, b"", w.task_path, w.idx])
+                return b"W" + str(len(w.value)).encode() + b":" + digests + record
+        typ, data = self.codec.dumps(w.value, what)
+        return pack([FORMAT, w.task_id, w.channel, typ, data, w.task_path, w.idx])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -422,8 +460,12 @@ class Engine:
         for raw in records:
             if raw is None:  # deleted between the index read and the fetch: not a write anymore
                 continue
+            items = None
+            if isinstance(raw, list):  # a list of items stored by digest: [record, item...]
+                raw, items = raw[0], raw[1:]
             _fmt, task_id, channel, typ, data, task_path, idx = unpack(raw)
-            out.append(Write(task_id, channel, self.codec.loads(typ, data), task_path, idx))
+            value = self.codec.load_list(items) if items is not None else self.codec.loads(typ, data)
+            out.append(Write(task_id, channel, value, task_path, idx))
         return out
 
     def _stored(self, thread_id: str, reply: list) -> Stored:

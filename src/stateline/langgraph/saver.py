@@ -316,7 +316,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
             n = int(current)
         else:
             n = int(str(current).split(".", 1)[0])
-        return f"{n + 1:012d}.{random.getrandbits(40):010x}"
+        return f"{n + 1:010d}.{random.getrandbits(32):08x}"
 
 
 class AsyncRedisSaver(RedisSaver):

@@ -47,10 +47,29 @@ local function read_blob(field)
   return out
 end
 
+-- A write whose value is a list of items stored by digest: 'W<n>:<16n digest bytes><record>'.
+local function write_parts(v)
+  if not v or string.byte(v, 1) ~= 87 then return nil end  -- 87 = 'W'
+  local colon = string.find(v, ':', 2, true)
+  local n = tonumber(string.sub(v, 2, colon - 1))
+  return string.sub(v, colon + 1, colon + 16 * n), string.sub(v, colon + 16 * n + 1)
+end
+
 local function writes_of(ns, cid)
   local fields = by_prefix('w:' .. ns .. ':' .. cid .. ':')
   if #fields == 0 then return {} end
-  return redis.call('HMGET', D, unpack(fields))
+  local values = redis.call('HMGET', D, unpack(fields))
+  for i = 1, #values do
+    local digests, record = write_parts(values[i])
+    if digests then
+      local out, items = {record}, {}
+      for k = 1, #digests, 16 do items[#items + 1] = 'e:' .. string.sub(digests, k, k + 15) end
+      local found = redis.call('HMGET', D, unpack(items))
+      for k = 1, #items do out[k + 1] = found[k] or false end
+      values[i] = out
+    end
+  end
+  return values
 end
 
 -- {cid, record, {values by ref}, {writes}} for one stored checkpoint, or nil.
@@ -90,7 +109,7 @@ local function drop_checkpoint(ns, cid)
 end
 
 -- Mark and sweep: deletes every channel value, log and element that no remaining
--- checkpoint or write references. O(size of the thread); runs on prune and delete,
+-- checkpoint or write references (elements live while a log or a write names them). O(size of the thread); runs on prune and delete,
 -- and on retention every few trimmed checkpoints.
 local function sweep()
   local live = {}
@@ -100,6 +119,16 @@ local function sweep()
     if rec then
       local refs = meta(rec)[3]
       for j = 1, #refs do live[refs[j]] = true end
+    end
+  end
+  local writes = by_prefix('w:')
+  for i = 1, #writes, 500 do
+    local values = redis.call('HMGET', D, unpack(writes, i, math.min(i + 499, #writes)))
+    for j = 1, #values do
+      local digests = write_parts(values[j])
+      if digests then
+        for k = 1, #digests, 16 do live['e:' .. string.sub(digests, k, k + 15)] = true end
+      end
     end
   end
   local logs = {}
