@@ -169,7 +169,6 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
         mods.start()
         results["meta"]["servers"] = {"plain": plain.info(), "modules": mods.info()}
         env = Env(plain.url, mods.url, tmp)
-        url_of = {"plain": plain.url, "modules": mods.url, None: None}
 
         with _progress(console, progress) as bar:
             units = len(cfg.micro_sizes) * len(W.MICRO_OPS)
@@ -240,13 +239,30 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
                 thread_id = f"chat{key.replace('-', '')}"
                 sqlite_path = os.path.join(tmp, f"{tag}.sqlite") if key.startswith("sqlite") else None
                 done_before = bar.tasks[t_agent].completed
+                # A fresh server per backend: its used_memory baseline is not disturbed by
+                # what earlier backends left behind (index GC, freed buffers).
+                own = Server(f"agent-{key}", module_paths() if b.server == "modules" else None) if b.server else None
                 try:
+                    if own is not None:
+                        own.start()
+                    aenv = Env(own.url if own else plain.url, own.url if own else mods.url, tmp)
 
                     async def go_agent(
-                        b: Any = b, tag: str = tag, thread_id: str = thread_id, sqlite_path: Any = sqlite_path
+                        b: Any = b,
+                        tag: str = tag,
+                        thread_id: str = thread_id,
+                        sqlite_path: Any = sqlite_path,
+                        aenv: Env = aenv,
                     ) -> dict:
-                        saver = (await b.aopen(env, tag)) if b.is_async else b.open(env, tag)
-                        memory = Memory(b, saver, url_of[b.server], tag, thread_id, sqlite_path)
+                        saver = (await b.aopen(aenv, tag)) if b.is_async else b.open(aenv, tag)
+                        memory = Memory(
+                            b,
+                            saver,
+                            aenv.plain_url if b.server == "plain" else aenv.modules_url if b.server else None,
+                            tag,
+                            thread_id,
+                            sqlite_path,
+                        )
                         try:
                             return await agent(
                                 b, saver, thread_id, cfg.agent_turns, cfg.agent_marks, cfg.agent_sample_every,
@@ -263,6 +279,9 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
                     results["agent"][key] = {"label": b.label, **res}
                 except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
                     results["agent"][key] = {"label": b.label, **_error(exc)}
+                finally:
+                    if own is not None:
+                        own.stop()
                 bar.update(t_agent, completed=done_before + cfg.agent_turns)
 
             # (c) many concurrent threads

@@ -265,12 +265,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver  # noqa: E402
 
 class TimedSaver(BaseCheckpointSaver):
     """Delegates every checkpointer call LangGraph makes to ``inner`` and records, per call,
-    its name, wall time and the CPU time of the calling thread (seconds)."""
+    ``(name, wall seconds, CPU seconds of the calling thread, start)`` (perf_counter).
+    LangGraph makes these calls from its background threads, sometimes overlapping."""
 
-    def __init__(self, inner: BaseCheckpointSaver, calls: list[tuple[str, float, float]] | None = None) -> None:
+    def __init__(self, inner: BaseCheckpointSaver, calls: list[tuple[str, float, float, float]] | None = None) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
-        self.calls: list[tuple[str, float, float]] = [] if calls is None else calls
+        self.calls: list[tuple[str, float, float, float]] = [] if calls is None else calls
 
     def with_allowlist(self, extra_allowlist: Any) -> TimedSaver:
         inner = self.inner.with_allowlist(extra_allowlist)
@@ -281,14 +282,14 @@ class TimedSaver(BaseCheckpointSaver):
         try:
             return fn(*args, **kwargs)
         finally:
-            self.calls.append((name, time.perf_counter() - t0, time.thread_time() - c0))
+            self.calls.append((name, time.perf_counter() - t0, time.thread_time() - c0, t0))
 
     async def _atimed(self, name: str, coro: Any) -> Any:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return await coro
         finally:
-            self.calls.append((name, time.perf_counter() - t0, time.thread_time() - c0))
+            self.calls.append((name, time.perf_counter() - t0, time.thread_time() - c0, t0))
 
     @property
     def config_specs(self) -> list:

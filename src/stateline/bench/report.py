@@ -92,7 +92,8 @@ def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             for s in sizes:
                 m = _op(results, key, s, op)
                 skipped = entry["sizes"].get(s, {}).get("skipped")
-                meds.append("too slow" if skipped else _num(m and m["median_us"]))
+                wrong = " (WRONG RESULT)" if m and m.get("valid") is False else ""
+                meds.append("too slow" if skipped else _num(m and m["median_us"]) + wrong)
             last = _op(results, key, big, op)
             floor = (
                 "1.00×"
@@ -118,15 +119,16 @@ def _agent_at(entry: dict, mark: str, field: str) -> float | None:
 def agent_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     marks = [str(m) for m in results["meta"]["config"]["agent_marks"]]
     mid, last = marks[len(marks) // 2], marks[-1]
-    head = [
-        "backend",
-        "saver ms/turn median",
-        "p99",
-        *[f"@{m}" for m in marks],
-        f"CPU ms/turn @{last}",
-        f"put ms @{last}",
+    head = ["backend", "saver ms/turn median", "p99", *[f"@{m}" for m in marks]]
+    head += [f"Σ calls ms @{last}", f"CPU ms @{last}", f"put ms @{last}", f"turn wall ms @{last}"]
+    head += [
+        f"×InMemory @{mid}",
+        f"×InMemory @{last}",
+        f"×lcr @{mid}",
+        f"×lcr @{last}",
+        f"wall ×InMemory @{last}",
+        "state ok",
     ]
-    head += [f"×InMemory @{mid}", f"×InMemory @{last}", f"×lcr @{mid}", f"×lcr @{last}", "state ok"]
     rows = []
     ag = results["agent"]
     for key, e in ag.items():
@@ -137,7 +139,10 @@ def agent_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         peer = "lcr-shallow" if "shallow" in key else "lcr"
         row = [SHORT.get(key, key), _num(s["median"]), _num(s["p99"])]
         row += [_num(_agent_at(e, m, "saver_ms_per_turn")) for m in marks]
-        row += [_num(_agent_at(e, last, "saver_cpu_ms_per_turn")), _num(_agent_at(e, last, "put_ms"))]
+        row += [
+            _num(_agent_at(e, last, f))
+            for f in ("saver_sum_ms_per_turn", "saver_cpu_ms_per_turn", "put_ms", "wall_ms_per_turn")
+        ]
         for ref in ("inmemory", peer):
             for m in (mid, last):
                 other = ag.get(ref, {})
@@ -146,6 +151,9 @@ def agent_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                     if other
                     else "–"
                 )
+        row.append(
+            _ratio(_agent_at(e, last, "wall_ms_per_turn"), _agent_at(ag.get("inmemory", {}), last, "wall_ms_per_turn"))
+        )
         ok = e.get("messages_read_back") == e.get("messages_expected")
         row.append(
             ("yes" if ok else f"NO ({e.get('messages_read_back')}/{e.get('messages_expected')})")
@@ -241,7 +249,11 @@ SECTIONS = (
         "(a) micro: latency per operation on threads of growing length (ratios at the longest thread both measured)",
         micro_rows,
     ),
-    ("(b) agent: saver time per chat turn (200-turn chat, model -> tool -> model)", agent_rows),
+    (
+        "(b) agent: saver time per chat turn (model -> tool -> model; saver ms = time any saver call was running, "
+        "medians over the 10 turns ending at each mark)",
+        agent_rows,
+    ),
     ("(d) memory of the agent's thread", memory_rows),
     ("(c) concurrent threads (asyncio)", conc_rows),
 )

@@ -109,9 +109,14 @@ class Api:
         return [x async for x in self.s.alist(config, limit=10)]
 
 
-async def _measure(api: Api, fn: Callable[[int], Any], n: int, budget_s: float, warmup: int) -> dict:
+async def _measure(
+    api: Api, fn: Callable[[int], Any], n: int, budget_s: float, warmup: int, check: Callable[[Any], bool] | None = None
+) -> dict:
+    """Median/p99 of ``fn``; ``check`` validates one result (a fast wrong answer is no result)."""
+    last = None
     for i in range(warmup):
-        await api.call(fn(-1 - i))
+        last = await api.call(fn(-1 - i))
+    valid = None if check is None or api.floor else bool(check(last))
     times: list[float] = []
     rt0 = round_trips()
     deadline = time.perf_counter() + budget_s
@@ -132,6 +137,8 @@ async def _measure(api: Api, fn: Callable[[int], Any], n: int, budget_s: float, 
                 break
     out = summary(times)
     out["round_trips"] = round((round_trips() - rt0) / len(times), 2)
+    if valid is not None:
+        out["valid"] = valid
     return out
 
 
@@ -226,9 +233,16 @@ async def _micro_ops(
         ),
         "put": put,
     }
+    newest = config["configurable"].get("checkpoint_id")
+    want = 1 if shallow else min(10, size)
+    checks: dict[str, Callable[[Any], bool]] = {
+        "get_tuple_latest": lambda t: t is not None and t.config["configurable"]["checkpoint_id"] == newest,
+        "get_tuple_by_id": lambda t: t is not None,
+        "list_10": lambda items: len(items) == want,
+    }
     measured = {}
     for name in MEASURE_ORDER:
-        measured[name] = await _measure(api, ops[name], n, op_budget_s, warmup=5)
+        measured[name] = await _measure(api, ops[name], n, op_budget_s, warmup=5, check=checks.get(name))
         tick()
     return {name: measured[name] for name in MICRO_OPS}
 
