@@ -19,7 +19,7 @@ from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataErro
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
 
-__all__ = ["Engine", "Snapshot", "Stored", "Write", "LIST_MIN_ITEMS", "DURABILITY"]
+__all__ = ["Engine", "Snapshot", "Stored", "ThreadStats", "Write", "LIST_MIN_ITEMS", "DURABILITY"]
 
 # What a write waits for before it returns: (command, local AOF fsyncs, replicas).
 DURABILITY: dict[str, tuple[str, int, int] | None] = {
@@ -63,6 +63,15 @@ class Write:
     value: Any
     task_path: str
     idx: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStats:
+    thread_id: str
+    checkpoints: int
+    writes: int
+    memory: int  # bytes, MEMORY USAGE of the thread's keys
+    ttl_ms: int  # -1 = no expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,9 +384,35 @@ class Engine:
     # -- deleting and copying ----------------------------------------------------------------
 
     def delete_thread(self, thread_id: str) -> Plan[None]:
+        """Deletes the thread's two keys and its entries in the discovery indexes."""
         keys = self.keys(thread_id)
         self._forget(thread_id)
-        yield Batch((Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))))
+        runs = yield Command(("ZRANGEBYLEX", keys.index, "[r:", "[r:\xff"))
+        members = {Schema.run_member(dec(m.split(b":", 2)[1]), thread_id) for m in runs}
+        steps = [Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))]
+        if members:
+            steps.append(Command(("ZREM", self.schema.runs, *sorted(members))))
+        yield Batch(tuple(steps))
+
+    def thread_stats(self) -> Plan[list[ThreadStats]]:
+        """Checkpoints, writes, bytes (MEMORY USAGE) and TTL of every thread. Two round trips."""
+        ids = yield from self.threads()
+        steps: list[Command] = []
+        for t in ids:
+            k = self.keys(t)
+            steps += (
+                Command(("ZLEXCOUNT", k.index, "[c:", "[c:\xff")),
+                Command(("ZLEXCOUNT", k.index, "[w:", "[w:\xff")),
+                Command(("MEMORY", "USAGE", k.data, "SAMPLES", 0)),
+                Command(("MEMORY", "USAGE", k.index, "SAMPLES", 0)),
+                Command(("PTTL", k.index)),
+            )
+        replies = (yield Batch(tuple(steps))) if steps else []
+        out = []
+        for i, t in enumerate(ids):
+            cps, writes, data, index, ttl = replies[5 * i : 5 * i + 5]
+            out.append(ThreadStats(t, cps, writes, (data or 0) + (index or 0), ttl))
+        return out
 
     def delete_checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> Plan[bool]:
         """Deletes one checkpoint and its writes, then the values no other checkpoint
@@ -435,7 +470,18 @@ class Engine:
 
     def copy_thread(self, source: str, target: str) -> Plan[int]:
         """Copies every checkpoint, value and write of ``source`` into ``target`` (ids kept)."""
-        fields, members = yield Call(SCRIPTS.dump, self.keys(source).all, ())
+        dumped = yield from self.dump(source)
+        return (yield from self.restore(target, dumped))
+
+    def dump(self, thread_id: str) -> Plan[tuple[list[bytes], list[bytes]]]:
+        """Everything stored for a thread, as opaque fields and index members (for copies
+        and migrations between prefixes or servers). One round trip."""
+        fields, members = yield Call(SCRIPTS.dump, self.keys(thread_id).all, ())
+        return fields, members
+
+    def restore(self, target: str, dumped: tuple[list[bytes], list[bytes]]) -> Plan[int]:
+        """Merges a dump into thread ``target`` and indexes it. Returns the records copied."""
+        fields, members = dumped
         if not fields:
             return 0
         n = len(fields) // 2

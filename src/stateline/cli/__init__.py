@@ -63,5 +63,10 @@ def bench(
     run_bench(quick=quick, output=output)
 
 
+from . import ops  # noqa: E402 - the operator commands register on the app above
+
+ops.register(app)
+
+
 def main() -> None:
     app()

@@ -27,7 +27,7 @@ from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 from .. import runner
 from ..codec import ValueCodec
 from ..connection import Connection
-from ..engine import Engine
+from ..engine import Engine, ThreadStats
 from ..errors import InvalidInput
 from ..plan import Plan
 from . import _convert as cv
@@ -99,6 +99,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
             "refresh_on_read": refresh or refresh_on_read,
             "durability": durability,
             "durability_timeout_ms": durability_timeout_ms,
+            # An expired thread leaves the discovery index; with a TTL every put re-adds it.
+            "index_every_put": ttl_ms > 0,
         }
         Engine(ValueCodec(self.serde), **self._settings)  # validate the settings now
         super().__init__(serde=serde)
@@ -306,6 +308,17 @@ class RedisSaver(BaseCheckpointSaver[str]):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return await self._arun(self._delta(config, channels))
+
+    # -- beyond BaseCheckpointSaver: what operators need ----------------------------------
+
+    def thread_stats(self) -> list[ThreadStats]:
+        """Every thread with its checkpoint and write counts, bytes in Redis and TTL."""
+        return self._run(self._engine.thread_stats())
+
+    def copy_thread_to(self, source_thread_id: str, target: RedisSaver, target_thread_id: str) -> int:
+        """Copies a thread to another saver (another prefix or server): a migration."""
+        dumped = self._run(self._engine.dump(str(source_thread_id)))
+        return target._run(target._engine.restore(str(target_thread_id), dumped))
 
     def get_next_version(self, current: str | int | float | None, channel: None = None) -> str:
         """Zero-padded counter plus a random suffix: increasing, and unique per branch, so a
