@@ -35,6 +35,7 @@ LIST_MIN_ITEMS = 4
 WRITE_LIST_MIN_BYTES = 256
 LIST_TYPE = "stateline.list"
 PAGE = 100
+THREAD_PAGE = 500
 _CACHE_THREADS = 1024
 
 
@@ -345,19 +346,27 @@ class Engine:
             bound = f"(o:{last_cid} {last_ns}" if ns_e is None else f"(c:{last_ns}:{last_cid}"
         return emitted
 
-    def threads(self) -> Plan[list[str]]:
-        """Every thread id in the discovery index, dropping entries whose data is gone."""
-        members = yield Command(("ZRANGE", self.schema.threads, 0, -1))
-        ids = [dec(m) for m in members]
-        if not ids:
-            return []
-        exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
-        gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
-        if gone:
-            yield Command(("ZREM", self.schema.threads, *gone))
-            for t in gone:
-                self._forget(dec(t))
-        return [t for t, alive in zip(ids, exists, strict=True) if alive]
+    def threads(self, limit: int | None = None) -> Plan[list[str]]:
+        """Thread ids from the discovery index (at most ``limit``), dropping entries whose
+        data is gone. Two round trips per page of 500 ids."""
+        found: list[str] = []
+        bound = "-"
+        while limit is None or len(found) < limit:
+            members = yield Command(("ZRANGEBYLEX", self.schema.threads, bound, "+", "LIMIT", 0, THREAD_PAGE))
+            if not members:
+                break
+            bound = "(" + _text(members[-1])
+            ids = [dec(m) for m in members]
+            exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
+            gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
+            if gone:
+                yield Command(("ZREM", self.schema.threads, *gone))
+                for t in gone:
+                    self._forget(dec(t))
+            found += [t for t, alive in zip(ids, exists, strict=True) if alive]
+            if len(members) < THREAD_PAGE:
+                break
+        return found if limit is None else found[:limit]
 
     def delta_history(
         self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]
