@@ -108,6 +108,56 @@ local function drop_checkpoint(ns, cid)
   return 1
 end
 
+local function has_value(refs, prefix)
+  for _, ref in ipairs(refs) do
+    if string.sub(ref, 1, #prefix) == prefix then return redis.call('HEXISTS', D, ref) == 1 end
+  end
+  return false
+end
+
+-- Marks in `kept` the ancestors a checkpoint's DeltaChannel values (record field 5) are
+-- rebuilt from: back to the one holding each such channel's seed, whose writes count too.
+local function keep_chain(kept, ns, rec)
+  local r = meta(rec)
+  local need = {}
+  for _, prefix in ipairs(r[5]) do
+    if not has_value(r[3], prefix) then need[#need + 1] = prefix end
+  end
+  local parent = r[2]
+  while #need > 0 and parent ~= '' do
+    local f = 'c:' .. ns .. ':' .. parent
+    rec = redis.call('HGET', D, f)
+    if not rec then return end
+    kept[f] = true
+    r = meta(rec)
+    local still = {}
+    for _, prefix in ipairs(need) do
+      if not has_value(r[3], prefix) then still[#still + 1] = prefix end
+    end
+    need, parent = still, r[2]
+  end
+end
+
+-- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
+-- values need); drops the others with their writes. Returns how many were dropped.
+local function trim(ns, keep)
+  local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
+  if #members <= keep then return 0 end
+  local kept = {}
+  for i = 1, keep do
+    kept[members[i]] = true
+    keep_chain(kept, ns, redis.call('HGET', D, members[i]))
+  end
+  local dropped = 0
+  for i = keep + 1, #members do
+    if not kept[members[i]] then
+      local _, cid = split_member(members[i])
+      dropped = dropped + drop_checkpoint(ns, cid)
+    end
+  end
+  return dropped
+end
+
 -- Mark and sweep: deletes every channel value, log and element that no remaining
 -- checkpoint or write references (elements live while a log or a write names them). O(size of the thread); runs on prune and delete,
 -- and on retention every few trimmed checkpoints.

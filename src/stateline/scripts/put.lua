@@ -84,13 +84,8 @@ redis.call('HSET', D, 'c:' .. ns .. ':' .. cid, rec)
 redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
-if keep > 0 then
-  local old = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':', 'LIMIT', keep, 100)
-  local dropped = 0
-  for j = 1, #old do
-    local _, old_cid = split_member(old[j])
-    dropped = dropped + drop_checkpoint(ns, old_cid)
-  end
+if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
+  local dropped = trim(ns, keep)
   if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
 end
 expire(ttl)
