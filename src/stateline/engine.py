@@ -331,8 +331,8 @@ class Engine:
         emitted = 0
         while limit is None or emitted < limit:
             args = (ns_e or "", "1" if ns_e is None else "0", bound, count)
-            page = yield Call(SCRIPTS.list, keys.all, args)
-            found = [self._stored(thread_id, entry) for entry in page]
+            entries = yield Call(SCRIPTS.list, keys.all, args)
+            found = [self._stored(thread_id, entry) for entry in entries]
             if select is not None:
                 found = [s for s in found if select(s)]
             if limit is not None:
@@ -340,9 +340,9 @@ class Engine:
             if found:
                 yield Emit(tuple(found))
                 emitted += len(found)
-            if len(page) < count:
+            if len(entries) < count:
                 break
-            last_ns, last_cid = _text(page[-1][0]), _text(page[-1][1])
+            last_ns, last_cid = _text(entries[-1][0]), _text(entries[-1][1])
             bound = f"(o:{last_cid} {last_ns}" if ns_e is None else f"(c:{last_ns}:{last_cid}"
         return emitted
 
@@ -396,7 +396,7 @@ class Engine:
         """Deletes the thread's two keys and its entries in the discovery indexes."""
         keys = self.keys(thread_id)
         self._forget(thread_id)
-        runs = yield Command(("ZRANGEBYLEX", keys.index, "[r:", "[r:\xff"))
+        runs = yield Command(("ZRANGEBYLEX", keys.index, b"[r:", b"[r:\xff"))
         members = {Schema.run_member(dec(m.split(b":", 2)[1]), thread_id) for m in runs}
         steps = [Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))]
         if members:
@@ -410,8 +410,8 @@ class Engine:
         for t in ids:
             k = self.keys(t)
             steps += (
-                Command(("ZLEXCOUNT", k.index, "[c:", "[c:\xff")),
-                Command(("ZLEXCOUNT", k.index, "[w:", "[w:\xff")),
+                Command(("ZLEXCOUNT", k.index, b"[c:", b"[c:\xff")),
+                Command(("ZLEXCOUNT", k.index, b"[w:", b"[w:\xff")),
                 Command(("MEMORY", "USAGE", k.data, "SAMPLES", 0)),
                 Command(("MEMORY", "USAGE", k.index, "SAMPLES", 0)),
                 Command(("PTTL", k.index)),
@@ -459,7 +459,7 @@ class Engine:
             return 0
         found = yield Batch(
             tuple(
-                Command(("ZRANGEBYLEX", self.schema.runs, f"[{enc(r)} ", f"[{enc(r)} \xff"))
+                Command(("ZRANGEBYLEX", self.schema.runs, f"[{enc(r)} ".encode(), f"[{enc(r)} ".encode() + b"\xff"))
                 for r in run_ids
             )
         )
