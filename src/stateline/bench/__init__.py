@@ -121,6 +121,30 @@ def _machine() -> dict:
     }
 
 
+def _code() -> dict:
+    """Which stateline source was measured: its path, and its git commit and local changes."""
+    import stateline
+
+    where = Path(stateline.__file__).parent
+    out: dict[str, Any] = {"path": str(where), "rev": os.environ.get("STATELINE_BENCH_REV")}
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode == 0:
+            out["rev"] = head.stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(where), "status", "--porcelain", "--", "."],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            out["uncommitted"] = [line[3:] for line in dirty.stdout.splitlines()]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
 def _progress(console: Any, enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -157,6 +181,7 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
             "machine": _machine(),
+            "code": _code(),
         },
         "micro": {},
         "agent": {},
@@ -200,17 +225,23 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
 
                         async def go(b: Any = b, tag: str = tag) -> dict:
                             saver = await b.aopen(env, tag)
+                            pair = (
+                                None if b.family == "floor" else await BACKENDS["floor-async"].aopen(env, f"{tag}-pair")
+                            )
                             try:
                                 return await W.micro(
                                     W.Api(saver, True), tag, cfg.micro_sizes, cfg.micro_n, cfg.op_budget_s,
-                                    cfg.build_budget_s, b.shallow, ticker(t_micro),
+                                    cfg.build_budget_s, b.shallow, ticker(t_micro), pair and W.Api(pair, True),
                                 )  # fmt: skip
                             finally:
                                 await b.aclose(saver)
+                                if pair is not None:
+                                    await pair.close()
 
                         res = asyncio.run(go())
                     else:
                         saver = b.open(env, tag)
+                        pair = None if b.family == "floor" else BACKENDS["floor"].open(env, f"{tag}-pair")
                         try:
                             res = W.drive(
                                 W.micro(
@@ -222,10 +253,13 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
                                     cfg.build_budget_s,
                                     b.shallow,
                                     ticker(t_micro),
+                                    pair and W.Api(pair, False),
                                 )  # fmt: skip
                             )
                         finally:
                             b.close(saver)
+                            if pair is not None:
+                                pair.close()
                     results["micro"][key] = {"label": b.label, "sizes": res}
                 except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
                     results["micro"][key] = {"label": b.label, **_error(exc)}

@@ -47,6 +47,8 @@ def _ratio(a: float | None, b: float | None) -> str:
 def _num(x: float | None, unit: str = "") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
+    if x < 0:
+        return "−" + _num(-x, unit)
     if x >= 100:
         return f"{x:,.0f}{unit}"
     if x >= 10:
@@ -78,7 +80,15 @@ def _ref(results: dict, sizes: list[str], key: str, op: str, other: str, other_o
 def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     sizes = [str(s) for s in results["meta"]["config"]["micro_sizes"]]
     big = sizes[-1]
-    head = ["op", "backend", *[f"median µs @{int(s):,}" for s in sizes], f"p99 µs @{int(big):,}", "RTT", "×floor"]
+    head = [
+        "op",
+        "backend",
+        *[f"median µs @{int(s):,}" for s in sizes],
+        f"p99 µs @{int(big):,}",
+        "RTT",
+        "×floor (paired)",
+        "+µs over floor",
+    ]
     head += [PEER_LABEL[p] for p in PEERS]
     rows: list[list[str]] = []
     for op in OP_LABEL:
@@ -95,11 +105,12 @@ def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                 wrong = " (WRONG RESULT)" if m and m.get("valid") is False else ""
                 meds.append("too slow" if skipped else _num(m and m["median_us"]) + wrong)
             last = _op(results, key, big, op)
-            floor = (
-                "1.00×"
-                if key.startswith("floor")
-                else _ref(results, sizes, key, op, _floor_of(key), FLOOR_OP.get(op, "get_tuple_latest"))
-            )
+            if key.startswith("floor"):
+                floor = "1.00×"
+            elif last and "floor_median_us" in last:  # the floor timed alongside each sample
+                floor = _ratio(last["median_us"], last["floor_median_us"])
+            else:
+                floor = _ref(results, sizes, key, op, _floor_of(key), FLOOR_OP.get(op, "get_tuple_latest"))
             rts = "–"
             for s in reversed(sizes):
                 m = _op(results, key, s, op)
@@ -107,7 +118,10 @@ def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                     rts = f"{m['round_trips']:g}"
                     break
             peers = ["–" if key == p else _ref(results, sizes, key, op, p, op) for p in PEERS]
-            rows.append([OP_LABEL[op], SHORT.get(key, key), *meds, _num(last and last["p99_us"]), rts, floor, *peers])
+            over = _num(last["median_us"] - last["floor_median_us"]) if last and "floor_median_us" in last else "–"
+            rows.append(
+                [OP_LABEL[op], SHORT.get(key, key), *meds, _num(last and last["p99_us"]), rts, floor, over, *peers]
+            )
     return head, rows
 
 
@@ -246,7 +260,8 @@ def conc_rows(results: dict) -> tuple[list[str], list[list[str]]]:
 
 SECTIONS = (
     (
-        "(a) micro: latency per operation on threads of growing length (ratios at the longest thread both measured)",
+        "(a) micro: latency per operation on threads of growing length (×floor: against the floor timed right after "
+        "each sample, at the longest thread; the other ratios at the longest thread both measured)",
         micro_rows,
     ),
     (

@@ -110,33 +110,50 @@ class Api:
 
 
 async def _measure(
-    api: Api, fn: Callable[[int], Any], n: int, budget_s: float, warmup: int, check: Callable[[Any], bool] | None = None
+    api: Api,
+    fn: Callable[[int], Any],
+    n: int,
+    budget_s: float,
+    warmup: int,
+    check: Callable[[Any], bool] | None = None,
+    pair: Callable[[int], Any] | None = None,
 ) -> dict:
-    """Median/p99 of ``fn``; ``check`` validates one result (a fast wrong answer is no result)."""
+    """Median/p99 of ``fn``; ``check`` validates one result (a fast wrong answer is no
+    result). ``pair``, the floor's matching operation, is timed right after each sample,
+    so that both see the same machine (other processes, CPU frequency) and their ratio holds."""
     last = None
     for i in range(warmup):
         last = await api.call(fn(-1 - i))
+        if pair is not None:
+            await api.call(pair(-1 - i))
     valid = None if check is None or api.floor else bool(check(last))
     times: list[float] = []
-    rt0 = round_trips()
+    paired: list[float] = []
+    sent = 0
     deadline = time.perf_counter() + budget_s
     perf = time.perf_counter
-    if api.is_async:
-        for i in range(n):
-            t0 = perf()
+    for i in range(n):
+        rt = round_trips()
+        t0 = perf()
+        if api.is_async:
             await fn(i)
-            times.append(perf() - t0)
-            if len(times) >= 20 and perf() > deadline:
-                break
-    else:
-        for i in range(n):
-            t0 = perf()
+        else:
             fn(i)
-            times.append(perf() - t0)
-            if len(times) >= 20 and perf() > deadline:
-                break
+        times.append(perf() - t0)
+        sent += round_trips() - rt
+        if pair is not None:
+            t0 = perf()
+            if api.is_async:
+                await pair(i)
+            else:
+                pair(i)
+            paired.append(perf() - t0)
+        if len(times) >= 20 and perf() > deadline:
+            break
     out = summary(times)
-    out["round_trips"] = round((round_trips() - rt0) / len(times), 2)
+    out["round_trips"] = round(sent / len(times), 2)
+    if paired:
+        out["floor_median_us"] = summary(paired)["median_us"]
     if valid is not None:
         out["valid"] = valid
     return out
@@ -166,12 +183,16 @@ async def micro(
     build_budget_s: float,
     shallow: bool,
     tick: Callable[[], None],
+    floor: Api | None = None,
 ) -> dict:
-    """(a): per thread length, median/p99 of each operation and its round trips."""
+    """(a): per thread length, median/p99 of each operation and its round trips; with
+    ``floor``, the floor's matching operation is timed alongside each sample."""
     out: dict = {}
     rng = random.Random(7)
     if api.floor:
         await api.call(api.s.prepare(*floor_payload()))
+    if floor is not None:
+        await floor.call(floor.s.prepare(*floor_payload()))
     for size in sizes:
         thread_id = f"{thread_prefix}-{size}"
         if api.floor:
@@ -191,7 +212,9 @@ async def micro(
                 for _ in MICRO_OPS:
                     tick()
             break
-        entry["ops"] = await _micro_ops(api, thread_id, size, config, ids, ver, shallow, n, op_budget_s, rng, tick)
+        entry["ops"] = await _micro_ops(
+            api, thread_id, size, config, ids, ver, shallow, n, op_budget_s, rng, tick, floor
+        )
     return out
 
 
@@ -207,6 +230,7 @@ async def _micro_ops(
     op_budget_s: float,
     rng: random.Random,
     tick: Callable[[], None],
+    floor: Api | None,
 ) -> dict:
     latest = base_config(thread_id)
     by_id = [config] if shallow else ids
@@ -242,7 +266,10 @@ async def _micro_ops(
     }
     measured = {}
     for name in MEASURE_ORDER:
-        measured[name] = await _measure(api, ops[name], n, op_budget_s, warmup=5, check=checks.get(name))
+        pair = None
+        if floor is not None:
+            pair = floor.s.write if name in ("put", "put_writes") else floor.s.read
+        measured[name] = await _measure(api, ops[name], n, op_budget_s, warmup=5, check=checks.get(name), pair=pair)
         tick()
     return {name: measured[name] for name in MICRO_OPS}
 
