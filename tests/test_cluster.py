@@ -127,7 +127,7 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
 
     acknowledged: list[str] = []
     started, done = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def write() -> None:
         cfg = {"configurable": {"thread_id": "migrating", "checkpoint_ns": ""}}
@@ -143,7 +143,7 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
                     started.set()
                 if done.is_set() and i > 60:
                     return
-        except BaseException as exc:  # reported to the test below
+        except Exception as exc:  # reported to the test below
             errors.append(exc)
             started.set()
 

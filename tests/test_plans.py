@@ -6,7 +6,8 @@ import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from stateline import ConflictError, DurabilityError
-from stateline.codec import ValueCodec, digest
+from stateline.codec import ValueCodec
+from stateline.elements import digest
 from stateline.engine import Engine, Snapshot
 from stateline.plan import SCRIPTS, Batch, Call, Command
 

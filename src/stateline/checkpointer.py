@@ -22,8 +22,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import runner
-from .codec import ValueCodec, digest
+from .codec import ValueCodec
 from .connection import Connection
+from .elements import digest
 from .engine import PAGE, Engine, Snapshot, Stored
 from .errors import ConflictError, InvalidInput
 from .keys import enc

@@ -9,14 +9,13 @@ cannot read). Write records are one msgpack array starting with the format versi
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Protocol
 
 import ormsgpack
 
 from .errors import SerializationError, StoredDataError
 
-__all__ = ["Serde", "ValueCodec", "digest", "FORMAT", "pack", "unpack", "pack_record", "unpack_record"]
+__all__ = ["Serde", "ValueCodec", "FORMAT", "pack", "unpack", "pack_record", "unpack_record"]
 
 FORMAT = 1
 MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
@@ -25,11 +24,6 @@ MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room
 class Serde(Protocol):
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]: ...
     def loads_typed(self, data: tuple[str, bytes]) -> Any: ...
-
-
-def digest(data: bytes) -> bytes:
-    """Content address of a list element: 128-bit BLAKE2b, collision-resistant by design."""
-    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def pack(value: Any) -> bytes:

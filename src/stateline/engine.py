@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys as K
-from .codec import FORMAT, ValueCodec, digest, pack, pack_record, unpack, unpack_record
+from .codec import FORMAT, ValueCodec, pack, pack_record, unpack, unpack_record
+from .elements import KnownElements, address
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
@@ -120,9 +121,8 @@ class Engine:
         self.durability = durability
         self._wait = DURABILITY[durability]
         self._wait_timeout = durability_timeout_ms
-        # Per thread: list elements known to be stored, so a put sends only new ones. A
-        # stale entry is safe: the script answers 'missing' and the plan sends them.
-        self._known: OrderedDict[str, set[bytes]] = OrderedDict()
+        # List items known to be stored per thread, so a put sends (and hashes) only new ones.
+        self._known = KnownElements()
         self._registered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         # The cache above cannot see a thread expire or another process delete it; with
         # index_every_put the index entries ride along every put (same round trip).
@@ -147,7 +147,7 @@ class Engine:
             what = f"the value of channel {channel!r}"
             vfield = K.value_field(ns, channel, snap.versions[channel])
             if type(value) is list and len(value) >= LIST_MIN_ITEMS:
-                digests, items = self._items(value, what)
+                digests, items = self._items(snap.thread_id, value, what)
                 elements.update(items)
                 value_args += ("L", vfield, setnx, K.log_base(ns, channel), digests)
             else:
@@ -184,30 +184,23 @@ class Engine:
         self._registered_now(snap.thread_id, snap.run_id)
         return None
 
-    def _items(self, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
-        """A list's elements, content-addressed: their digests joined, and digest -> bytes."""
-        digests, elements = [], {}
-        for item in value:
-            data = self.codec.dump(item, f"an item of {what}")
-            d = digest(data)
-            digests.append(d)
-            elements[d] = data
-        return b"".join(digests), elements
+    def _items(self, thread_id: str, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
+        return address(self.codec, value, f"an item of {what}", self._known.of(thread_id))
 
     def _with_elements(
         self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Command, ...] = ()
     ) -> Plan[Any]:
         """Sends ``call(sent, n)`` with the list elements not known to be stored yet. A stale
         cache is safe: the script answers 'missing' (writing nothing) and we send those."""
-        known = self._known_of(thread_id)
-        to_send = {d: b for d, b in elements.items() if d not in known}
+        known = self._known.of(thread_id)
+        to_send = {d: b for d, b in elements.items() if b not in known}
         for _attempt in range(3):
             reply = yield from self._send(call([x for pair in to_send.items() for x in pair], len(to_send)), before)
             if not (isinstance(reply, list) and reply and _text(reply[0]) == "missing"):
                 if not (isinstance(reply, list) and _text(reply[0]) == "conflict"):
-                    known.update(elements)
+                    self._known.add(thread_id, elements)
                 return reply
-            known.clear()  # elements we believed stored are gone (pruned by another process)
+            self._known.forget(thread_id)  # items we believed stored are gone (pruned elsewhere)
             to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
         raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
 
@@ -252,18 +245,8 @@ class Engine:
                 f"{self._wait_timeout} ms ({name}: {got_local} local fsync(s), {got_replicas} replica(s))"
             )
 
-    def _known_of(self, thread_id: str) -> set[bytes]:
-        known = self._known.get(thread_id)
-        if known is None:
-            known = self._known[thread_id] = set()
-            if len(self._known) > _CACHE_THREADS:
-                self._known.popitem(last=False)
-        else:
-            self._known.move_to_end(thread_id)
-        return known
-
     def _forget(self, thread_id: str) -> None:
-        self._known.pop(thread_id, None)
+        self._known.forget(thread_id)
         for k in [k for k in self._registered if k[0] == thread_id]:
             del self._registered[k]
 
@@ -277,7 +260,7 @@ class Engine:
         elements: dict[bytes, bytes] = {}
         for w in writes:
             what = f"the write to channel {w.channel!r}"
-            value = self._write_value(w, what, elements)
+            value = self._write_value(thread_id, w, what, elements)
             overwrite = "1" if w.channel in special else "0"
             args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, value)
         if not args:
@@ -289,11 +272,11 @@ class Engine:
 
         yield from self._with_elements(thread_id, elements, call)
 
-    def _write_value(self, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
+    def _write_value(self, thread_id: str, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
         """A write record; a list of sizeable items (messages) refers to its items by digest,
         so a message stored in a write and in the channel's list is kept once."""
         if type(w.value) is list and w.value:
-            digests, items = self._items(w.value, what)
+            digests, items = self._items(thread_id, w.value, what)
             if sum(map(len, items.values())) >= WRITE_LIST_MIN_BYTES:
                 elements.update(items)
                 record = pack([FORMAT, w.task_id, w.channel, LIST_TYPE, b"", w.task_path, w.idx])
@@ -426,7 +409,7 @@ class Engine:
     def delete_checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> Plan[bool]:
         """Deletes one checkpoint and its writes, then the values no other checkpoint
         uses; False if it was not stored. One round trip."""
-        self._known.pop(thread_id, None)
+        self._known.forget(thread_id)
         reply = yield Call(SCRIPTS.delete_checkpoint, self.keys(thread_id).all, (enc(ns), enc(checkpoint_id)))
         return bool(reply)
 
@@ -434,7 +417,7 @@ class Engine:
         """Deletes every key of this prefix (every thread and both discovery indexes), and
         nothing else: SCAN of every primary, never KEYS. Not atomic: a thread written
         meanwhile may survive. Returns how many keys it deleted."""
-        self._known.clear()
+        self._known.forget()
         self._registered.clear()
         deleted = 0
         step: Scan | None = Scan(self.schema.thread_pattern)
@@ -451,7 +434,7 @@ class Engine:
         values, the ancestors needed to rebuild them); deletes everything else."""
         if not isinstance(keep, int) or keep < 1:
             raise InvalidInput(f"keep_last must be a positive int, got {keep!r}")
-        self._known.pop(thread_id, None)
+        self._known.forget(thread_id)
         return (yield Call(SCRIPTS.prune, self.keys(thread_id).all, (keep,)))
 
     def delete_runs(self, run_ids: Sequence[str]) -> Plan[int]:
@@ -471,7 +454,7 @@ class Engine:
                 by_thread.setdefault(dec(m.split(b" ", 1)[1]), []).append(enc(run_id))
         removed = 0
         for thread_id, runs in by_thread.items():
-            self._known.pop(thread_id, None)
+            self._known.forget(thread_id)
             removed += yield Call(SCRIPTS.delete_runs, self.keys(thread_id).all, tuple(runs))
         if members:
             yield Command(("ZREM", self.schema.runs, *members))
@@ -499,7 +482,7 @@ class Engine:
         for run in runs:
             steps.append(Command(("ZADD", self.schema.runs, 0, f"{run.decode()} {enc(target)}")))
         steps.append(Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members)))
-        self._known.pop(target, None)
+        self._known.forget(target)
         yield Batch(tuple(steps))
         return n
 
