@@ -143,7 +143,7 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
                     started.set()
                 if done.is_set() and i > 60:
                     return
-        except Exception as exc:  # reported to the test below
+        except Exception as exc:  # noqa: BLE001 - the thread hands any error to the test
             errors.append(exc)
             started.set()
 
