@@ -116,3 +116,32 @@ def test_prune_keep_last_n(url: str, prefix: str) -> None:
         ids.append(c["id"])
     saver.prune(["t"], keep_last=2)
     assert [t.checkpoint["id"] for t in saver.list(root())] == ids[:-3:-1]
+
+
+def test_an_oversized_value_is_refused_and_nothing_is_stored(url: str, prefix: str) -> None:
+    from stateline import SerializationError
+
+    saver = RedisSaver(url, prefix=prefix, max_value_bytes=1000)
+    saver.put(root(), cp("small"), {}, {"a": 1})
+    with pytest.raises(SerializationError, match=r"channel 'a' is \d+ bytes serialized, over the limit of 1000"):
+        saver.put(root(), cp("x" * 5000, 2), {}, {"a": 2})
+    with pytest.raises(SerializationError, match="over the limit"):
+        saver.put(root(), cp(["y" * 1500] * 5, 3), {}, {"a": 3})  # an item of a list
+    assert saver.get_tuple(root()).checkpoint["channel_values"] == {"a": "small"}
+
+
+def test_the_peer_s_constructor_names_work(url: str, prefix: str) -> None:
+    with RedisSaver(redis_url=url, prefix=prefix, connection_args={"socket_timeout": 5}) as saver:
+        saver.put(root(), cp(1), {}, {"a": 1})
+    with RedisSaver(redis_client=redis.Redis.from_url(url), prefix=prefix) as saver:
+        assert saver.get_tuple(root()).checkpoint["channel_values"] == {"a": 1}
+    with RedisSaver.from_conn_string(url, prefix=prefix) as saver:
+        saver.setup()
+        assert saver.get_tuple(root()) is not None
+
+
+async def test_the_async_saver_as_an_async_context_manager(url: str, prefix: str) -> None:
+    async with AsyncRedisSaver.from_conn_string(url, prefix=prefix) as saver:
+        await saver.asetup()
+        await saver.aput(root(), cp(7), {}, {"a": 1})
+        assert (await saver.aget_tuple(root())).checkpoint["channel_values"] == {"a": 7}

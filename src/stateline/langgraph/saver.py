@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 
 from .. import runner
-from ..codec import ValueCodec
+from ..codec import MAX_VALUE_BYTES, ValueCodec
 from ..connection import Connection
 from ..engine import Engine, ThreadStats
 from ..errors import InvalidInput
@@ -51,7 +51,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpoint saver storing full history in Redis or Valkey.
 
     ``RedisSaver(url_or_client=None, *, prefix="stateline:", ttl=None, refresh_on_read=False,
-    keep_last=None, serde=None, data_dir=None, durability="ack")``. With no URL or client
+    keep_last=None, serde=None, data_dir=None, durability="ack", max_value_bytes=256 MiB)``
+    (``redis_url=``, ``redis_client=`` and ``connection_args=`` are accepted too, as in
+    langgraph-checkpoint-redis). With no URL or client
     it uses the embedded Valkey server in ``data_dir`` (default ``./.stateline``).
     ``durability``: "ack" (the primary has it), "aof" (fsynced to its append-only file,
     WAITAOF), "replica" (a replica has it, WAIT) or "aof+replica"; a write the server
@@ -79,10 +81,17 @@ class RedisSaver(BaseCheckpointSaver[str]):
         data_dir: str | None = None,
         durability: str = "ack",
         durability_timeout_ms: int = 1000,
+        max_value_bytes: int = MAX_VALUE_BYTES,
         client: Any = None,
         aclient: Any = None,
+        redis_url: str | None = None,
+        redis_client: Any = None,
+        connection_args: Mapping[str, Any] | None = None,
         **redis_options: Any,
     ) -> None:
+        # redis_url / redis_client / connection_args: the names langgraph-checkpoint-redis uses.
+        url_or_client = next((x for x in (url_or_client, redis_url, redis_client) if x is not None), None)
+        redis_options = {**(connection_args or {}), **redis_options}
         url = None
         if isinstance(url_or_client, str):
             url = url_or_client
@@ -102,6 +111,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
             # An expired thread leaves the discovery index; with a TTL every put re-adds it.
             "index_every_put": ttl_ms > 0,
         }
+        if not isinstance(max_value_bytes, int) or max_value_bytes < 1:
+            raise InvalidInput(f"max_value_bytes must be a positive int, got {max_value_bytes!r}")
+        self._max_value_bytes = max_value_bytes
         Engine(ValueCodec(self.serde), **self._settings)  # validate the settings now
         super().__init__(serde=serde)
 
@@ -113,9 +125,10 @@ class RedisSaver(BaseCheckpointSaver[str]):
     @serde.setter
     def serde(self, value: SerializerProtocol) -> None:
         self._serde = maybe_add_typed_methods(value)
-        self._engine = Engine(ValueCodec(self._serde), **self._settings)
+        self._engine = Engine(ValueCodec(self._serde, self._max_value_bytes), **self._settings)
 
     _serde: SerializerProtocol = BaseCheckpointSaver.serde  # the class default
+    _max_value_bytes: int = MAX_VALUE_BYTES
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> RedisSaver:
