@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -12,15 +11,6 @@ from langgraph.checkpoint.conformance.report import ProgressCallbacks
 from redis.cluster import RedisCluster
 
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
-
-from . import servers
-
-
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = servers.valkey_binary()  # Valkey 9: WAITAOF, which Redis 7.0 lacks
-    with servers.cluster(tmp_path_factory.mktemp("cluster"), binary, 3, 0, "--appendonly", "yes") as nodes:
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
 
 
 async def test_full_conformance_on_a_cluster(cluster_url: str) -> None:
