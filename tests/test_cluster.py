@@ -156,3 +156,55 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
     assert stored == acknowledged[::-1] and len(stored) > 60
     latest = saver.get_tuple({"configurable": {"thread_id": "migrating"}})
     assert latest.pending_writes and latest.checkpoint["channel_values"]["n"] == len(acknowledged) - 1
+
+
+def test_acknowledged_writes_survive_a_master_failover_with_replicas(tmp_path) -> None:
+    """3 masters + 3 replicas, durability="replica": kill the master of a thread's slot; its
+    replica takes over and every checkpoint the saver acknowledged is there."""
+    import signal
+    import time
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from stateline import DurabilityError, ServerError
+
+    from . import servers
+
+    with servers.cluster(tmp_path, servers.valkey_binary(), 3, 1) as nodes:
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes[:3])
+        saver = RedisSaver(url, prefix="f:", durability="replica", durability_timeout_ms=500)
+        cfg = {"configurable": {"thread_id": "failover", "checkpoint_ns": ""}}
+        acknowledged, failures = [], 0
+        owner = saver._conn.sync.get_node_from_key(saver.engine.keys("failover").data).port
+        victim = next(n for n in nodes if n.port == owner)
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 60 and time.monotonic() < deadline:
+            cp = empty_checkpoint()
+            cp["channel_values"] = {"n": len(acknowledged)}
+            cp["channel_versions"] = {"n": len(acknowledged) + 1}
+            try:
+                cfg = saver.put(cfg, cp, {}, {"n": len(acknowledged) + 1})
+            except (DurabilityError, ServerError):  # replica not synced yet, or failing over
+                failures += 1
+                continue
+            acknowledged.append(cp["id"])
+            if len(acknowledged) == 30:
+                victim.kill(signal.SIGKILL)
+                # Once its replica owns the slot, the old master comes back as the new one's
+                # replica, as an operator would bring it back: "replica" durability needs one.
+                other = next(n for n in nodes[:3] if n is not victim).client()
+                servers.until(lambda: _owner_of(other, saver, "failover") not in (None, owner), 30)
+                victim.restart()
+        assert len(acknowledged) == 60, (len(acknowledged), failures)
+        assert saver._conn.sync.get_node_from_key(saver.engine.keys("failover").data).port != owner
+        stored = {t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "failover"}})}
+        assert set(acknowledged) <= stored
+
+
+def _owner_of(client: redis.Redis, saver: RedisSaver, thread: str) -> int | None:
+    """The port of the master that owns a thread's slot, as a cluster node sees it."""
+    slot = client.execute_command("CLUSTER", "KEYSLOT", saver.engine.keys(thread).data)
+    for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        if start <= slot <= end:
+            return master[1]
+    return None
