@@ -193,7 +193,7 @@ def test_acknowledged_writes_survive_a_master_failover_with_replicas(tmp_path) -
                 # Once its replica owns the slot, the old master comes back as the new one's
                 # replica, as an operator would bring it back: "replica" durability needs one.
                 other = next(n for n in nodes[:3] if n is not victim).client()
-                servers.until(lambda: _owner_of(other, saver, "failover") not in (None, owner), 30)
+                servers.until(lambda c=other: _owner_of(c, saver, "failover") not in (None, owner), 30)
                 victim.restart()
         assert len(acknowledged) == 60, (len(acknowledged), failures)
         assert saver._conn.sync.get_node_from_key(saver.engine.keys("failover").data).port != owner
