@@ -145,3 +145,17 @@ async def test_the_async_saver_as_an_async_context_manager(url: str, prefix: str
         await saver.asetup()
         await saver.aput(root(), cp(7), {}, {"a": 1})
         assert (await saver.aget_tuple(root())).checkpoint["channel_values"] == {"a": 7}
+
+
+def test_a_list_of_ten_thousand_items_round_trips(url: str, prefix: str) -> None:
+    """Past Lua's unpack() limit (about 8,000 values): the scripts read items in chunks."""
+    saver = RedisSaver(url, prefix=prefix)
+    big = [f"message {i}" for i in range(10_000)]
+    cfg = saver.put(root(), cp(big), {}, {"a": 1})
+    saver.put_writes(cfg, [("a", [f"write {i}" * 10 for i in range(9_000)])], "task")
+    got = saver.get_tuple(root())
+    assert got.checkpoint["channel_values"]["a"] == big
+    assert got.pending_writes[0][2][-1] == "write 8999" * 10
+    cfg = saver.put(cfg, cp([*big, "one more"], 2), {}, {"a": 2})
+    saver.prune(["t"])
+    assert saver.get_tuple(root()).checkpoint["channel_values"]["a"][-2:] == ["message 9999", "one more"]

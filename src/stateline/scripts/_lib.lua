@@ -31,20 +31,34 @@ local function by_prefix(prefix)
   return redis.call('ZRANGEBYLEX', I, '[' .. prefix, '[' .. prefix .. HI)
 end
 
+-- HMGET of any number of fields (unpack() of a long table overflows Lua's C stack);
+-- a missing field is false.
+local function hmget(fields)
+  if #fields <= 1000 then
+    if #fields == 0 then return {} end
+    return redis.call('HMGET', D, unpack(fields))
+  end
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', D, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
+-- The items of n digests (16 bytes each), in order.
+local function items_of(digests, n)
+  local fields = {}
+  for i = 1, n do fields[i] = 'e:' .. string.sub(digests, 16 * i - 15, 16 * i) end
+  return hmget(fields)
+end
+
 -- A list value is stored as 'L<n>:<log field>': the first n digests of that log.
 local function read_blob(field)
   local v = redis.call('HGET', D, field)
   if not v or string.byte(v, 1) ~= 76 then return v end  -- 76 = 'L'
   local n, log = string.match(v, '^L(%d+):(.*)$')
-  n = tonumber(n)
-  local digests = redis.call('HGET', D, log) or ''
-  local out = {}
-  if n == 0 then return out end
-  local fields = {}
-  for i = 1, n do fields[i] = 'e:' .. string.sub(digests, 16 * i - 15, 16 * i) end
-  local values = redis.call('HMGET', D, unpack(fields))
-  for i = 1, n do out[i] = values[i] or false end
-  return out
+  return items_of(redis.call('HGET', D, log) or '', tonumber(n))
 end
 
 -- A write whose value is a list of items stored by digest: 'W<n>:<16n digest bytes><record>'.
@@ -56,16 +70,12 @@ local function write_parts(v)
 end
 
 local function writes_of(ns, cid)
-  local fields = by_prefix('w:' .. ns .. ':' .. cid .. ':')
-  if #fields == 0 then return {} end
-  local values = redis.call('HMGET', D, unpack(fields))
+  local values = hmget(by_prefix('w:' .. ns .. ':' .. cid .. ':'))
   for i = 1, #values do
     local digests, record = write_parts(values[i])
     if digests then
-      local out, items = {record}, {}
-      for k = 1, #digests, 16 do items[#items + 1] = 'e:' .. string.sub(digests, k, k + 15) end
-      local found = redis.call('HMGET', D, unpack(items))
-      for k = 1, #items do out[k + 1] = found[k] or false end
+      local out = items_of(digests, #digests / 16)
+      table.insert(out, 1, record)
       values[i] = out
     end
   end
