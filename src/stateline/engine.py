@@ -88,6 +88,11 @@ class Stored:
     writes: list[Write] = field(default_factory=list)
 
 
+def _replay_order(w: Write) -> tuple[str, str, int]:
+    """The order a super-step's writes are applied in (LangGraph's writes_sort_key)."""
+    return (w.task_path, w.task_id, w.idx)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -156,7 +161,7 @@ class Engine:
         record = pack_record(
             [
                 FORMAT,
-                snap.parent_id or "",
+                enc(snap.parent_id) if snap.parent_id else "",
                 refs,
                 enc(snap.run_id) if snap.run_id else "",
                 [K.value_prefix(ns, ch) for ch in snap.delta_channels],
@@ -175,12 +180,17 @@ class Engine:
         def call(sent: list[bytes], n: int) -> Call:
             return Call(SCRIPTS.put, keys.all, (*head, n, *sent, *value_args))
 
-        reply = yield from self._with_elements(snap.thread_id, elements, call, self._registration(snap.thread_id, snap.run_id))
+        index = self._registration(snap.thread_id, snap.run_id)
+        reply = yield from self._with_elements(snap.thread_id, elements, call, index)
         if _text(reply[0]) == "conflict":
             raise ConflictError(
                 f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
                 f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
             )
+        if not index and (reply[1] or reply[2]):
+            # The thread (or run) was new to the server though this engine had indexed it:
+            # deleted or expired meanwhile, maybe by another process. Index it again.
+            yield Batch(self._registration(snap.thread_id, snap.run_id, force=True))
         self._registered_now(snap.thread_id, snap.run_id)
         return None
 
@@ -204,11 +214,12 @@ class Engine:
             to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
         raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
 
-    def _registration(self, thread_id: str, run_id: str | None) -> tuple[Command, ...]:
+    def _registration(self, thread_id: str, run_id: str | None, force: bool = False) -> tuple[Command, ...]:
         """Discovery-index entries to add the first time this engine writes a thread (or
         run), sent in the write's pipeline. Index first: readers drop an entry without
         data on sight, but data without an entry would be invisible to discovery."""
-        if not self.index_every_put and all(k in self._registered for k in ((thread_id, None), (thread_id, run_id))):
+        known = all(k in self._registered for k in ((thread_id, None), (thread_id, run_id)))
+        if known and not (force or self.index_every_put):
             return ()
         steps = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
         if run_id is not None:
@@ -247,8 +258,8 @@ class Engine:
 
     def _forget(self, thread_id: str) -> None:
         self._known.forget(thread_id)
-        for k in [k for k in self._registered if k[0] == thread_id]:
-            del self._registered[k]
+        for k in [k for k in list(self._registered) if k[0] == thread_id]:  # list(): atomic copy
+            self._registered.pop(k, None)
 
     def put_writes(
         self, thread_id: str, ns: str, checkpoint_id: str, writes: Iterable[Write], special: frozenset[str]
@@ -363,8 +374,8 @@ class Engine:
         for w, ch in enumerate(channels):
             collected: list[list[Write]] = []
             seed, seeded = None, False
-            for _cid, writes, seeds in reply:
-                mine = [x for x in self._writes(writes) if x.channel == ch]
+            for _cid, writes, seeds in reply:  # from the parent towards the root
+                mine = sorted((x for x in self._writes(writes) if x.channel == ch), key=_replay_order)
                 collected.append(mine)
                 if seeds[w] is not None:
                     seed, seeded = self._value(seeds[w]), True
@@ -472,7 +483,8 @@ class Engine:
         return fields, members
 
     def restore(self, target: str, dumped: tuple[list[bytes], list[bytes]]) -> Plan[int]:
-        """Merges a dump into thread ``target`` and indexes it. Returns the records copied."""
+        """Writes a dump into the new thread ``target`` and indexes it. Returns how many
+        fields it wrote. Raises ``InvalidInput`` if ``target`` exists already."""
         fields, members = dumped
         if not fields:
             return 0
@@ -483,7 +495,9 @@ class Engine:
             steps.append(Command(("ZADD", self.schema.runs, 0, f"{run.decode()} {enc(target)}")))
         steps.append(Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members)))
         self._known.forget(target)
-        yield Batch(tuple(steps))
+        replies = yield Batch(tuple(steps))
+        if _text(replies[-1][0]) == "exists":
+            raise InvalidInput(f"cannot copy into thread {target!r}: it exists already (delete it first)")
         return n
 
     # -- decoding ----------------------------------------------------------------------------
@@ -521,7 +535,7 @@ class Engine:
             thread_id=thread_id,
             ns=dec(ns_e),
             checkpoint_id=dec(cid_e),
-            parent_id=index[1] or None,
+            parent_id=dec(index[1]) if index[1] else None,
             header=header,
             metadata=metadata,
             values=channel_values,

@@ -15,8 +15,15 @@ from typing import Any, TypeVar
 from redis import exceptions as rx
 
 from .connection import is_cluster
-from .errors import AuthenticationFailed, DurabilityError, PermissionDenied, ServerError, ServerUnavailable
-from .plan import Batch, Call, Command, Emit, Plan, Scan
+from .errors import (
+    AuthenticationFailed,
+    DurabilityError,
+    InvalidInput,
+    PermissionDenied,
+    ServerError,
+    ServerUnavailable,
+)
+from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
 
@@ -33,6 +40,12 @@ def _mapped() -> Iterator[None]:
         raise PermissionDenied(f"the server user lacks a permission stateline needs: {exc}") from exc
     except (rx.ConnectionError, rx.TimeoutError) as exc:
         raise ServerUnavailable(f"cannot reach the server: {exc}") from exc
+    except (rx.SlotNotCoveredError, rx.ClusterDownError) as exc:
+        raise ServerUnavailable(f"the cluster cannot serve this thread's slot now: {exc}") from exc
+    except (rx.ClusterError, rx.RedisClusterException) as exc:
+        raise ServerUnavailable(f"cannot reach the cluster: {exc}") from exc
+    except rx.DataError as exc:
+        raise InvalidInput(f"a value cannot be sent to the server: {exc}") from exc
     except (rx.MovedError, rx.AskError) as exc:
         raise ServerError(
             f"the server is a Redis Cluster node and redirected the command (MOVED {exc}): "
@@ -95,6 +108,10 @@ async def _ascan(client: Any, step: Scan) -> tuple[Any, list[Any]]:
     return _scanned(name, await client.scan(**kwargs), rest)
 
 
+def _scripts_of(steps: tuple[Call | Command, ...]) -> list[Script]:
+    return list(dict.fromkeys(s.script for s in steps if isinstance(s, Call)))
+
+
 def _failed(replies: list[Any]) -> list[int]:
     return [i for i, r in enumerate(replies) if isinstance(r, rx.NoScriptError)]
 
@@ -109,17 +126,35 @@ def _raise_first(replies: list[Any]) -> list[Any]:
 # -- sync ---------------------------------------------------------------------------------
 
 
+def _pipeline(target: Any, steps: tuple[Call | Command, ...]) -> list[Any]:
+    pipe = target.pipeline(transaction=False)
+    for s in steps:
+        _queue(pipe, s)
+    replies = pipe.execute(raise_on_error=False)
+    failed = _failed(replies)
+    if failed:  # a script was not loaded: load it, then run that step and every later one
+        first = failed[0]  # again (steps are idempotent), so a durability wait follows its write
+        for script in _scripts_of(steps[first:]):
+            target.script_load(script.body)
+        replies[first:] = _pipeline(target, steps[first:])
+    return replies
+
+
 def _execute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
-        return [_execute(client, s) for s in step.steps]
+        # WAIT/WAITAOF count the writes of their own connection: on a cluster, send the write
+        # and its wait through one pipeline of the node that holds the thread.
+        *before, call, wait = step.steps
+        head = [_execute(client, s) for s in before]
+        node = client.get_node_from_key(call.keys[0])
+        try:
+            return head + _raise_first(_pipeline(node.redis_connection, (call, wait)))
+        except (rx.MovedError, rx.AskError):  # the slot moved meanwhile: learn where, retry
+            client.nodes_manager.initialize()
+            node = client.get_node_from_key(call.keys[0])
+            return head + _raise_first(_pipeline(node.redis_connection, (call, wait)))
     if isinstance(step, Batch):
-        pipe = client.pipeline(transaction=False)
-        for s in step.steps:
-            _queue(pipe, s)
-        replies = pipe.execute(raise_on_error=False)
-        for i in _failed(replies):  # not run: load the script and run that step alone
-            replies[i] = _execute(client, step.steps[i])
-        return _raise_first(replies)
+        return _raise_first(_pipeline(client, step.steps))
     try:
         return _queue(client, step)
     except rx.NoScriptError:
@@ -157,17 +192,27 @@ def run(client: Any, plan: Plan[T]) -> T:
 # -- async --------------------------------------------------------------------------------
 
 
+async def _apipeline(target: Any, steps: tuple[Call | Command, ...]) -> list[Any]:
+    pipe = target.pipeline(transaction=False)
+    for s in steps:
+        _queue(pipe, s)
+    replies = await pipe.execute(raise_on_error=False)
+    failed = _failed(replies)
+    if failed:  # as in _pipeline
+        first = failed[0]
+        for script in _scripts_of(steps[first:]):
+            await target.script_load(script.body)
+        replies[first:] = await _apipeline(target, steps[first:])
+    return replies
+
+
 async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
+        # The asyncio cluster client offers no per-node pipeline: the wait is sent to the
+        # thread's node right after the write, but possibly on another pooled connection.
         return [await _aexecute(client, s) for s in step.steps]
     if isinstance(step, Batch):
-        pipe = client.pipeline(transaction=False)
-        for s in step.steps:
-            _queue(pipe, s)
-        replies = await pipe.execute(raise_on_error=False)
-        for i in _failed(replies):
-            replies[i] = await _aexecute(client, step.steps[i])
-        return _raise_first(replies)
+        return _raise_first(await _apipeline(client, step.steps))
     try:
         return await _queue(client, step)
     except rx.NoScriptError:

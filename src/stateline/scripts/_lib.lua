@@ -149,7 +149,8 @@ local function keep_chain(kept, ns, rec)
 end
 
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
--- values need); drops the others with their writes. Returns how many were dropped.
+-- values need); drops the others with their writes, and writes that arrived late for a
+-- checkpoint already dropped (older than every kept one). Returns how many were dropped.
 local function trim(ns, keep)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
   if #members <= keep then return 0 end
@@ -158,63 +159,76 @@ local function trim(ns, keep)
     kept[members[i]] = true
     keep_chain(kept, ns, redis.call('HGET', D, members[i]))
   end
-  local dropped = 0
-  for i = keep + 1, #members do
-    if not kept[members[i]] then
-      local _, cid = split_member(members[i])
+  local dropped, oldest = 0, nil
+  for i = 1, #members do
+    local _, cid = split_member(members[i])
+    if kept[members[i]] then
+      oldest = cid
+    else
       dropped = dropped + drop_checkpoint(ns, cid)
     end
   end
-  return dropped
+  local orphans = {}
+  for _, w in ipairs(by_prefix('w:' .. ns .. ':')) do
+    local cid = string.match(w, '^w:[^:]*:([^:]*):')
+    if cid < oldest and redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then orphans[#orphans + 1] = w end
+  end
+  for i = 1, #orphans, 500 do
+    local chunk = {unpack(orphans, i, math.min(i + 499, #orphans))}
+    redis.call('HDEL', D, unpack(chunk))
+    redis.call('ZREM', I, unpack(chunk))
+  end
+  return dropped + #orphans
 end
 
 -- Mark and sweep: deletes every channel value, log and element that no remaining
 -- checkpoint or write references (elements live while a log or a write names them). O(size of the thread); runs on prune and delete,
 -- and on retention every few trimmed checkpoints.
 local function sweep()
-  local live = {}
-  local cps = by_prefix('c:')
+  local live, refs = {}, {}  -- refs: the value fields in use, as an array (never iterate
+  local cps = by_prefix('c:') -- a table with pairs() while adding keys to it: undefined in Lua)
   for i = 1, #cps do
     local rec = redis.call('HGET', D, cps[i])
     if rec then
-      local refs = meta(rec)[3]
-      for j = 1, #refs do live[refs[j]] = true end
+      for _, ref in ipairs(meta(rec)[3]) do
+        if not live[ref] then live[ref] = true; refs[#refs + 1] = ref end
+      end
     end
+  end
+  local function mark(digests)
+    for k = 1, #digests, 16 do live['e:' .. string.sub(digests, k, k + 15)] = true end
   end
   local writes = by_prefix('w:')
   for i = 1, #writes, 500 do
     local values = redis.call('HMGET', D, unpack(writes, i, math.min(i + 499, #writes)))
     for j = 1, #values do
       local digests = write_parts(values[j])
-      if digests then
-        for k = 1, #digests, 16 do live['e:' .. string.sub(digests, k, k + 15)] = true end
-      end
+      if digests then mark(digests) end
     end
   end
   local logs = {}
-  for f in pairs(live) do
+  for _, f in ipairs(refs) do
     local v = redis.call('HGET', D, f)
     if v and string.byte(v, 1) == 76 then
       local log = string.match(v, '^L%d+:(.*)$')
       if not logs[log] then
         logs[log] = true
-        local digests = redis.call('HGET', D, log) or ''
-        for k = 1, #digests, 16 do live['e:' .. string.sub(digests, k, k + 15)] = true end
+        mark(redis.call('HGET', D, log) or '')
       end
     end
   end
+  if #cps == 0 and #writes == 0 then  -- nothing left: the thread is gone, counters and all
+    redis.call('DEL', D, I)
+    return 0
+  end
+  -- Log counters (t:) stay: a reused log number would overwrite a log still in use.
   local dead = {}
   local fields = redis.call('HKEYS', D)
   for i = 1, #fields do
     local f = fields[i]
     local kind = string.sub(f, 1, 2)
-    if (kind == 'b:' or kind == 'e:') and not live[f] then
+    if ((kind == 'b:' or kind == 'e:') and not live[f]) or (kind == 'l:' and not logs[f]) then
       dead[#dead + 1] = f
-    elseif kind == 'l:' and not logs[f] then
-      dead[#dead + 1] = f
-    elseif kind == 't:' then
-      local log = 'l:' .. string.sub(f, 3) .. ':' .. (redis.call('HGET', D, f) or '')
-      if not logs[log] then dead[#dead + 1] = f end
     end
   end
   for i = 1, #dead, 500 do

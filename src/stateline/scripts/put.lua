@@ -5,8 +5,9 @@
 --       n_elements, then n_elements pairs (digest, bytes),
 --       then per channel value: 'v', field, setnx('1'/'0'), bytes
 --                            or 'L', field, setnx, log base 'l:<ns>:<ch>', digests (16 bytes each)
--- Reply: {'ok'}, {'conflict', head cid or ''}, or {'missing', digest...} when a list
---        refers to elements neither sent nor stored (nothing is written then).
+-- Reply: {'ok', first checkpoint of the thread (1/0), first checkpoint of this run in the thread (1/0)},
+--        {'conflict', head cid or ''}, or {'missing', digest...} when a list refers to
+--        elements neither sent nor stored (nothing is written then).
 local ns, cid, rec = ARGV[1], ARGV[2], ARGV[3]
 local ttl, keep, run, expect = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 
@@ -80,6 +81,13 @@ for _, p in ipairs(lists) do
   redis.call('HSET', D, p.field, 'L' .. p.n .. ':' .. p.log)
 end
 
+-- A thread with no checkpoint yet may be missing from the discovery index (deleted or
+-- expired meanwhile, maybe by another process): the reply asks the client to index it.
+local fresh = #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 1) == 0 and 1 or 0
+local new_run = 0
+if run ~= '' and #redis.call('ZRANGEBYLEX', I, '[r:' .. run .. ':', '[r:' .. run .. ':' .. HI, 'LIMIT', 0, 1) == 0 then
+  new_run = 1
+end
 redis.call('HSET', D, 'c:' .. ns .. ':' .. cid, rec)
 redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
@@ -89,4 +97,4 @@ if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
   if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
 end
 expire(ttl)
-return {'ok'}
+return {'ok', fresh, new_run}

@@ -1,6 +1,9 @@
--- restore: merge dumped fields into a thread (the target of a copy).
+-- restore: write dumped fields into a new thread (the target of a copy).
 -- KEYS: D, I.  ARGV: ttl_ms, n_fields, field, value... , then index members
 local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- Log numbers and counters of the source would overwrite the target's own: copy only into
+-- a thread that does not exist yet.
+if redis.call('EXISTS', D, I) > 0 then return {'exists'} end
 for i = 3, 2 + 2 * n, 500 do
   redis.call('HSET', D, unpack(ARGV, i, math.min(i + 499, 2 + 2 * n)))
 end
@@ -10,4 +13,4 @@ for i = 3 + 2 * n, #ARGV, 250 do
   redis.call('ZADD', I, unpack(args))
 end
 expire(ttl)
-return n
+return {'ok', n}

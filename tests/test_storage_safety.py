@@ -1,0 +1,130 @@
+"""Retention, sweeps, copies and caches never lose or corrupt what is still in use."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, TypedDict
+
+import pytest
+import redis
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from stateline import Checkpoint, InvalidInput, SyncRedisCheckpointer
+from stateline.langgraph import RedisSaver, ShallowRedisSaver
+
+from .test_round_trips import Commands
+
+
+class TwoLists(TypedDict):
+    messages: Annotated[list, add_messages]
+    notes: Annotated[list, operator.add]
+
+
+def chat(saver: RedisSaver, turns: int) -> tuple[object, dict]:
+    def bot(s: TwoLists) -> dict:
+        n = len(s["messages"])
+        return {"messages": [AIMessage(content=f"reply {n}")], "notes": [f"note {n}", f"more {n}"]}
+
+    app = StateGraph(TwoLists).add_node("bot", bot).add_edge(START, "bot").add_edge("bot", END).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "two-lists"}}
+    for i in range(turns):
+        app.invoke({"messages": [HumanMessage(content=f"turn {i}")], "notes": [f"user {i}"]}, cfg)
+    return app, cfg
+
+
+@pytest.mark.parametrize("shallow", [True, False])
+def test_sweeps_keep_every_list_of_a_checkpoint_with_several(url: str, prefix: str, shallow: bool) -> None:
+    saver = (ShallowRedisSaver if shallow else RedisSaver)(url, prefix=prefix)
+    app, cfg = chat(saver, 25)  # the shallow saver sweeps every 16 trimmed checkpoints
+    if not shallow:
+        saver.prune(["two-lists"])
+    state = app.get_state(cfg).values
+    assert len(state["messages"]) == 50 and len(state["notes"]) == 75
+    fresh = RedisSaver(url, prefix=prefix).get_tuple(cfg)
+    assert fresh.checkpoint["channel_values"]["notes"][-3:] == ["user 24", "note 49", "more 49"]
+
+
+def test_a_rewritten_list_after_a_deleted_checkpoint_never_overwrites_an_older_one(url: str, prefix: str) -> None:
+    with SyncRedisCheckpointer(url, prefix=prefix) as cp:
+        c1 = Checkpoint(session_id="s", state={"msgs": ["a", "b", "c", "d"]})
+        cp.save(c1)
+        c2 = c1.child({"msgs": ["x", "y", "z", "w"]})
+        cp.save(c2)
+        cp.delete("s", c2.checkpoint_id)  # undo the turn: its log goes, the log counter stays
+        cp.save(c1.child({"msgs": ["p", "q", "r", "s"]}))
+        assert cp.load("s", c1.checkpoint_id).state == {"msgs": ["a", "b", "c", "d"]}
+
+
+def _put(saver: RedisSaver, thread: str, values: dict, cid: str | None = None, parent: str | None = None) -> dict:
+    cp = empty_checkpoint()
+    if cid:
+        cp["id"] = cid
+    cp["channel_values"] = values
+    cp["channel_versions"] = {k: 1 for k in values}
+    cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    if parent:
+        cfg["configurable"]["checkpoint_id"] = parent
+    return saver.put(cfg, cp, {}, dict(cp["channel_versions"]))
+
+
+def test_a_copy_into_an_existing_thread_is_refused_and_changes_nothing(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    _put(saver, "src", {"a": [f"s{i}" for i in range(5)]})
+    _put(saver, "dst", {"a": [f"t{i}" for i in range(5)]})
+    with pytest.raises(InvalidInput, match="exists already"):
+        saver.copy_thread("src", "dst")
+    with pytest.raises(InvalidInput, match="exists already"):
+        saver.copy_thread("src", "src")
+    assert saver.get_tuple({"configurable": {"thread_id": "dst"}}).checkpoint["channel_values"]["a"][0] == "t0"
+    assert saver.get_tuple({"configurable": {"thread_id": "src"}}).checkpoint["channel_values"]["a"][0] == "s0"
+
+
+def test_delta_history_replays_writes_in_writes_sort_key_order(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    first = _put(saver, "d", {"ch": "seed"}, cid="cp 1")  # an id that is not URL-safe
+    saver.put_writes(first, [("ch", f"z{i}") for i in range(12)], "z-task", "~a")
+    saver.put_writes(first, [("ch", "a0")], "a-task", "~b")
+    second = _put(saver, "d", {}, cid="cp 2", parent="cp 1")
+    mine = saver.get_delta_channel_history(config=second, channels=["ch"])
+    reference = BaseCheckpointSaver.get_delta_channel_history(saver, config=second, channels=["ch"])
+    assert mine == reference
+    assert [w[2] for w in mine["ch"]["writes"]] == [f"z{i}" for i in range(12)] + ["a0"]
+    assert mine["ch"]["seed"] == "seed"
+    assert saver.get_tuple(second).parent_config["configurable"]["checkpoint_id"] == "cp 1"
+
+
+def test_a_durable_write_is_still_waited_for_after_the_scripts_were_flushed(url: str, prefix: str, client: redis.Redis) -> None:
+    saver = RedisSaver(url, prefix=prefix, durability="aof")
+    cfg = _put(saver, "w", {"a": 1})
+    client.script_flush()
+    seen = Commands(client)
+    seen.since_last()
+    _put(saver, "w", {"a": 2}, parent=cfg["configurable"]["checkpoint_id"])
+    sent = seen.since_last()
+    assert sent[-2:] == ["EVALSHA", "WAITAOF"] and "SCRIPT" in sent  # reloaded, then write + wait
+
+
+def test_a_thread_deleted_by_another_process_is_indexed_again_by_the_next_put(url: str, prefix: str) -> None:
+    writer, other = RedisSaver(url, prefix=prefix), RedisSaver(url, prefix=prefix)
+    cfg = _put(writer, "t", {"a": 1})
+    other.delete_thread("t")
+    _put(writer, "t", {"a": 2}, parent=cfg["configurable"]["checkpoint_id"])
+    assert [s.thread_id for s in other.thread_stats()] == ["t"]
+    assert [t.checkpoint["channel_values"] for t in other.list(None)] == [{"a": 2}]
+
+
+def test_writes_arriving_after_their_checkpoint_was_trimmed_are_removed(url: str, prefix: str, client: redis.Redis) -> None:
+    saver = ShallowRedisSaver(url, prefix=prefix)
+    old = _put(saver, "late", {"a": 1}, cid="0001")
+    new = _put(saver, "late", {"a": 2}, cid="0002", parent="0001")  # trims 0001
+    saver.put_writes(old, [("a", [f"late item {i}" * 20 for i in range(3)])], "late-task")  # too late
+    saver.put_writes(new, [("a", 5)], "on-time")
+    _put(saver, "late", {"a": 3}, cid="0003", parent="0002")  # trims 0002 and the orphan
+    fields = client.hkeys(saver.engine.keys("late").data)
+    assert not [f for f in fields if f.startswith(b"w:")]
+    saver.prune(["late"])  # items are swept with the next sweep (retention sweeps every 16 trims)
+    assert not [f for f in client.hkeys(saver.engine.keys("late").data) if f.startswith(b"e:")]
+    assert saver.get_tuple({"configurable": {"thread_id": "late"}}).checkpoint["channel_values"] == {"a": 3}
