@@ -25,7 +25,7 @@ from . import runner
 from .codec import ValueCodec
 from .connection import Connection
 from .elements import digest
-from .engine import PAGE, Engine, Snapshot, Stored
+from .engine import PAGE, Engine, Snapshot, Stored, check_keep_last, ttl_ms
 from .errors import ConflictError, InvalidInput
 from .keys import enc
 from .plan import Plan
@@ -210,19 +210,6 @@ def _checkpoint_id(checkpoint_id: str | None) -> str | None:
     return checkpoint_id
 
 
-def _ttl_ms(ttl: float | None) -> int:
-    if ttl is None:
-        return 0
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-        raise InvalidInput(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-    return max(1, round(ttl * 1000))
-
-
-def _check_keep_last(keep_last: int | None) -> None:
-    if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
-        raise InvalidInput(f"keep_last must be a positive int or None, got {keep_last!r}")
-
-
 def _serde(types: Iterable[type], serde: Any) -> Any:
     if serde is not None and types:
         raise InvalidInput("pass types= or serde=, not both (register the types with your serde)")
@@ -314,7 +301,7 @@ class _RedisPlans:
         url, sync_client, async_client = _split_target(redis_url, client)
         self.serde = _serde(types, serde)
         self._engine = Engine(
-            ValueCodec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=_ttl_ms(ttl), index_every_put=True
+            ValueCodec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl), index_every_put=True
         )
         self._conn = Connection(url, client=sync_client, aclient=async_client, data_dir=data_dir, **redis_options)
 
@@ -441,8 +428,8 @@ class MemoryCheckpointer(BaseCheckpointer):
     def __init__(
         self, ttl: float | None = None, keep_last: int | None = None, types: Iterable[type] = (), *, serde: Any = None
     ) -> None:
-        _check_keep_last(keep_last)
-        self._ttl = None if ttl is None else _ttl_ms(ttl) / 1000
+        check_keep_last(keep_last)
+        self._ttl = None if ttl is None else ttl_ms(ttl) / 1000
         self._keep_last = keep_last
         self.serde = _serde(types, serde)
         self._codec = ValueCodec(self.serde)

@@ -10,6 +10,7 @@ before is looked up instead of computed again.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -35,33 +36,38 @@ class KnownElements:
         self.budget = budget_bytes
         self.size = 0
         self._threads: OrderedDict[str, dict[bytes, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # a sync saver is shared by LangGraph's worker threads
 
     def of(self, thread_id: str) -> dict[bytes, bytes]:
-        known = self._threads.get(thread_id)
-        if known is None:
-            return {}
-        self._threads.move_to_end(thread_id)
-        return known
+        """A read-only view for one put: a copy, so other threads may add meanwhile."""
+        with self._lock:
+            known = self._threads.get(thread_id)
+            if known is None:
+                return {}
+            self._threads.move_to_end(thread_id)
+            return dict(known)
 
     def add(self, thread_id: str, elements: dict[bytes, bytes]) -> None:
         """Records ``elements`` (digest -> bytes) as stored in the thread."""
-        known = self._threads.setdefault(thread_id, {})
-        self._threads.move_to_end(thread_id)
-        for d, data in elements.items():
-            if data not in known:
-                known[data] = d
-                self.size += len(data)
-        while self.size > self.budget and len(self._threads) > 1:
-            _, dropped = self._threads.popitem(last=False)
-            self.size -= sum(map(len, dropped))
+        with self._lock:
+            known = self._threads.setdefault(thread_id, {})
+            self._threads.move_to_end(thread_id)
+            for d, data in elements.items():
+                if data not in known:
+                    known[data] = d
+                    self.size += len(data)
+            while self.size > self.budget and len(self._threads) > 1:
+                _, dropped = self._threads.popitem(last=False)
+                self.size -= sum(map(len, dropped))
 
     def forget(self, thread_id: str | None = None) -> None:
         """Forgets one thread (or every thread)."""
-        gone = list(self._threads) if thread_id is None else [thread_id]
-        for t in gone:
-            dropped = self._threads.pop(t, None)
-            if dropped:
-                self.size -= sum(map(len, dropped))
+        with self._lock:
+            gone = list(self._threads) if thread_id is None else [thread_id]
+            for t in gone:
+                dropped = self._threads.pop(t, None)
+                if dropped:
+                    self.size -= sum(map(len, dropped))
 
 
 def address(codec: ValueCodec, items: list[Any], what: str, known: dict[bytes, bytes]) -> tuple[bytes, dict[bytes, bytes]]:

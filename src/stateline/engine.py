@@ -20,7 +20,7 @@ from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataErro
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
 
-__all__ = ["Engine", "Snapshot", "Stored", "ThreadStats", "Write", "LIST_MIN_ITEMS", "DURABILITY"]
+__all__ = ["Engine", "Snapshot", "Stored", "ThreadStats", "Write", "ttl_ms", "check_keep_last", "LIST_MIN_ITEMS", "DURABILITY"]
 
 # What a write waits for before it returns: (command, local AOF fsyncs, replicas).
 DURABILITY: dict[str, tuple[str, int, int] | None] = {
@@ -88,6 +88,20 @@ class Stored:
     writes: list[Write] = field(default_factory=list)
 
 
+def ttl_ms(seconds: float | None) -> int:
+    """A TTL in seconds (None = no TTL) as whole milliseconds, at least 1."""
+    if seconds is None:
+        return 0
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise InvalidInput(f"ttl must be a positive number of seconds or None, got {seconds!r}")
+    return max(1, round(seconds * 1000))
+
+
+def check_keep_last(keep_last: int | None) -> None:
+    if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
+        raise InvalidInput(f"keep_last must be a positive int or None, got {keep_last!r}")
+
+
 def _replay_order(w: Write) -> tuple[str, str, int]:
     """The order a super-step's writes are applied in (LangGraph's writes_sort_key)."""
     return (w.task_path, w.task_id, w.idx)
@@ -114,10 +128,9 @@ class Engine:
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidInput(f"durability must be one of {sorted(DURABILITY)}, got {durability!r}")
-        if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
-            raise InvalidInput(f"keep_last must be a positive int or None, got {keep_last!r}")
-        if not isinstance(ttl_ms, int) or ttl_ms < 0:
-            raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl_ms!r}")
+        check_keep_last(keep_last)
+        if type(ttl_ms) is not int or ttl_ms < 0:
+            raise InvalidInput(f"ttl_ms must be a non-negative int (0 = no TTL), got {ttl_ms!r}")
         self.codec = codec
         self.schema = Schema(prefix)
         self.keep_last = keep_last or 0
@@ -443,8 +456,7 @@ class Engine:
     def prune(self, thread_id: str, keep: int) -> Plan[int]:
         """Keeps the ``keep`` newest checkpoints of each namespace (and, for DeltaChannel
         values, the ancestors needed to rebuild them); deletes everything else."""
-        if not isinstance(keep, int) or keep < 1:
-            raise InvalidInput(f"keep_last must be a positive int, got {keep!r}")
+        check_keep_last(keep)
         self._known.forget(thread_id)
         return (yield Call(SCRIPTS.prune, self.keys(thread_id).all, (keep,)))
 

@@ -27,7 +27,7 @@ from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 from .. import runner
 from ..codec import MAX_VALUE_BYTES, ValueCodec
 from ..connection import Connection
-from ..engine import Engine, ThreadStats
+from ..engine import Engine, ThreadStats, ttl_ms
 from ..errors import InvalidInput
 from ..plan import Plan
 from . import _convert as cv
@@ -37,14 +37,11 @@ __all__ = ["RedisSaver", "AsyncRedisSaver", "ShallowRedisSaver", "AsyncShallowRe
 
 def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
     """``ttl`` in seconds, or langgraph-checkpoint-redis' dict (``default_ttl`` in minutes)."""
-    if ttl is None:
-        return 0, False
     if isinstance(ttl, Mapping):
         minutes = ttl.get("default_ttl")
-        return (0 if minutes is None else int(float(minutes) * 60_000)), bool(ttl.get("refresh_on_read"))
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-        raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl!r}")
-    return int(ttl * 1000), False
+        seconds = None if minutes is None else float(minutes) * 60
+        return ttl_ms(seconds), bool(ttl.get("refresh_on_read"))
+    return ttl_ms(ttl), False
 
 
 class RedisSaver(BaseCheckpointSaver[str]):
