@@ -4,7 +4,7 @@ It keeps its data in a directory (default ``./.stateline``) with append-only per
 is shared by every process that uses the same directory (a lock file guards the start,
 ``server.json`` records the port and pid), and keeps running after the process that
 started it exits, so a second process resumes from the same data. ``stop()`` shuts it
-down cleanly, flushing the append-only file.
+down cleanly, flushing the append-only file. The server logs to ``valkey.log`` there.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
+import select
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,10 @@ from .errors import EmbeddedServerError
 __all__ = ["EmbeddedServer", "DEFAULT_DATA_DIR"]
 
 DEFAULT_DATA_DIR = ".stateline"
-_READY = b"Ready to accept connections"
+LOG_FILE = "valkey.log"
+_START_TIMEOUT = 30.0  # seconds for the server to answer
+_LOAD_TIMEOUT = 600.0  # seconds it may then spend replaying a large append-only file (-LOADING)
+_STOP_TIMEOUT = 30.0  # seconds for it to flush its files and exit after SHUTDOWN
 
 
 def _binary() -> str:
@@ -49,13 +53,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _answers(port: int) -> bool:
+def _ask(port: int, command: bytes, timeout: float = 1.0) -> bytes | None:
+    """One inline command's reply (a status/error line, or a bulk string's payload), or
+    None when nothing answers on ``port``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(command + b"\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return None
+                data += chunk
+            line, _, rest = data.partition(b"\r\n")
+            if not line.startswith(b"$"):
+                return line
+            size = int(line[1:])
+            while len(rest) < size:
+                chunk = s.recv(max(4096, size - len(rest)))
+                if not chunk:
+                    return None
+                rest += chunk
+            return rest[:size]
+    except (OSError, ValueError):
+        return None
+
+
+def _server_pid(port: int) -> int | None:
+    """The process id the server on ``port`` reports (INFO server), if one answers."""
+    info = _ask(port, b"INFO server")
+    for line in (info or b"").splitlines():
+        if line.startswith(b"process_id:"):
+            value = line.split(b":", 1)[1].strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _reaped(pid: int) -> bool:
+    """True once ``pid`` (when it is our child) has exited and been reaped."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child, or reaped already
+        return False
+    return done == pid
 
 
 class EmbeddedServer:
@@ -75,12 +125,31 @@ class EmbeddedServer:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    @property
+    def log_file(self) -> Path:
+        """The server's log (appended to by every start)."""
+        return self.data_dir / LOG_FILE
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+                return b"".join(f.read().splitlines(keepends=True)[-lines:]).decode(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+
     def _recorded(self) -> dict | None:
+        """The recorded server, if it still runs: a PONG on the port alone could be another
+        server that took the port after ours died, so the pid must be alive and be the one
+        the server on that port reports."""
         try:
             state = json.loads(self._state_file.read_text())
-        except (OSError, ValueError):
+            port, pid = int(state["port"]), int(state["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return state if _answers(state["port"]) else None
+        if not _alive(pid) or _server_pid(port) != pid:
+            return None
+        return state
 
     @property
     def running(self) -> bool:
@@ -104,28 +173,40 @@ class EmbeddedServer:
         args = [
             binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.data_dir),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--daemonize", "no", "--protected-mode", "yes",
+            "--daemonize", "no", "--protected-mode", "yes", "--logfile", str(self.log_file),
         ]  # fmt: skip
+        # The server logs to a file, never to a pipe: it outlives us, and a pipe nobody
+        # reads fills up (64 KiB) and then blocks every log write, so the server stalls.
         proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,  # outlives this process, like a local database
         )
-        assert proc.stdout is not None
-        log = []
-        # The server's own "ready" line is the signal; it ignores SIGPIPE, so closing the
-        # pipe once we leave is harmless (the log of the start is kept in startup.log).
-        for line in proc.stdout:
-            log.append(line)
-            if _READY in line:
+        # Valkey has no readiness notification but systemd's, and it is an external
+        # process: poll until it answers PING (-LOADING while it replays the append-only
+        # file: keep waiting), with a bounded deadline and a short, growing backoff.
+        started, delay = time.monotonic(), 0.005
+        while True:
+            if proc.poll() is not None:
+                raise EmbeddedServerError(
+                    f"the embedded server exited (status {proc.returncode}) before it was ready in "
+                    f"{self.data_dir}; the end of {self.log_file}:\n{self._log_tail()}"
+                )
+            reply = _ask(port, b"PING")
+            if reply is not None and reply.startswith(b"+PONG") and _server_pid(port) == proc.pid:
                 break
-        (self.data_dir / "startup.log").write_bytes(b"".join(log))
-        if proc.poll() is not None or not log or _READY not in log[-1]:
-            proc.kill()
-            tail = b"".join(log[-5:]).decode(errors="replace")
-            raise EmbeddedServerError(f"the embedded server did not start in {self.data_dir}:\n{tail}")
+            limit = _LOAD_TIMEOUT if reply is not None and reply.startswith(b"-LOADING") else _START_TIMEOUT
+            if time.monotonic() - started > limit:
+                proc.kill()
+                proc.wait()
+                raise EmbeddedServerError(
+                    f"the embedded server was not ready within {limit:.0f}s in {self.data_dir} "
+                    f"(last reply {reply!r}); the end of {self.log_file}:\n{self._log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
         self._state_file.write_text(json.dumps({"port": port, "pid": proc.pid}))
         return port
 
@@ -133,30 +214,55 @@ class EmbeddedServer:
         """Shuts the server down (its data stays on disk). Returns False if none was running."""
         with self._locked():
             state = self._recorded()
-            self._state_file.unlink(missing_ok=True)
             if state is None:
+                self._state_file.unlink(missing_ok=True)  # stale, if any
                 return False
-            with socket.create_connection(("127.0.0.1", state["port"]), timeout=30) as s:
-                s.sendall(b"SHUTDOWN\r\n")
-                s.recv(64)  # b"" once the server has flushed its files and closed
+            try:
+                with socket.create_connection(("127.0.0.1", state["port"]), timeout=_STOP_TIMEOUT) as s:
+                    s.sendall(b"SHUTDOWN\r\n")
+                    try:
+                        reply = s.recv(256)  # b"" once the server has flushed its files and closed
+                    except ConnectionResetError:
+                        reply = b""  # closed as it exited
+            except OSError as exc:
+                raise EmbeddedServerError(
+                    f"cannot shut down the embedded server in {self.data_dir}: {exc}; "
+                    f"the end of {self.log_file}:\n{self._log_tail()}"
+                ) from exc
+            if reply:  # e.g. -ERR Errors trying to SHUTDOWN: it still runs
+                raise EmbeddedServerError(
+                    f"the embedded server in {self.data_dir} refused to shut down: "
+                    f"{reply.decode(errors='replace').strip()}; the end of {self.log_file}:\n{self._log_tail()}"
+                )
             _wait_gone(state["pid"])
+            self._state_file.unlink(missing_ok=True)
             return True
 
 
-def _wait_gone(pid: int) -> None:
-    """Waits for the process to exit (our child when we started it in this process)."""
+def _wait_gone(pid: int, timeout: float = _STOP_TIMEOUT) -> None:
+    """Waits (at most ``timeout`` seconds) for process ``pid`` to exit, reaping it when it is
+    our child; raises EmbeddedServerError if it is still there."""
+    deadline = time.monotonic() + timeout
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:  # started by another process: wait on a pidfd instead
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        _reaped(pid)
+        return
+    except (AttributeError, OSError):  # no pidfd (macOS, Linux < 5.3): poll below
+        fd = None
+    if fd is not None:
         try:
-            fd = os.pidfd_open(pid)
-        except (ProcessLookupError, AttributeError, OSError):
-            return
-        try:
-            import select
-
-            select.select([fd], [], [], 10)
+            exited = bool(select.select([fd], [], [], timeout)[0])  # readable once it exits
         finally:
             os.close(fd)
-    except OSError:
-        os.kill(pid, signal.SIGKILL)
+        if exited:
+            _reaped(pid)
+            return
+    else:
+        delay = 0.005
+        while time.monotonic() < deadline:
+            if _reaped(pid) or not _alive(pid):
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    raise EmbeddedServerError(f"the embedded server (pid {pid}) did not exit within {timeout:g}s")
