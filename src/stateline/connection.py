@@ -25,14 +25,21 @@ import redis.cluster as scluster
 import redis.retry as sretry
 import redis.sentinel as ssentinel
 from redis import connection as sync_conn
+from redis import exceptions as rx
 from redis.asyncio import connection as async_conn
 
 from .embedded import EmbeddedServer
-from .errors import InvalidInput
+from .errors import AuthenticationFailed, InvalidInput, PermissionDenied, ServerError, ServerUnavailable
 
 __all__ = ["Connection", "is_cluster"]
 
 _PLAIN = ("redis://", "rediss://", "unix://")
+_CLUSTER = ("redis+cluster", "rediss+cluster")
+_SENTINEL = ("redis+sentinel", "rediss+sentinel")
+_UNSUPPORTED = (
+    "use redis://host:port/db, rediss:// (TLS), unix:///path, "
+    "redis+cluster://host:port[,host:port] or redis+sentinel://host:port[,host:port]/service[/db]"
+)
 # Connection settings that mean the same to the sync and the async cluster clients.
 _PORTABLE = {"username", "password", "socket_timeout", "socket_connect_timeout", "socket_keepalive", "client_name", "protocol", "health_check_interval"}
 # Connection settings that are objects of one kind (an asyncio Retry cannot drive a sync
@@ -48,8 +55,73 @@ def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     out = []
     for part in netloc.rsplit("@", 1)[-1].split(","):
         host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
-        out.append((host or "127.0.0.1", int(port or default_port)))
+        try:
+            number = int(port or default_port)
+        except ValueError:
+            raise ValueError(f"port {port!r} of {part!r} is not a number") from None
+        if not 0 < number < 65536:
+            raise ValueError(f"port {number} of {part!r} is out of range")
+        out.append((host or "127.0.0.1", number))
     return out
+
+
+def _redacted(url: str) -> str:
+    """``url`` with its password (if any) replaced, for error messages."""
+    head, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    userinfo, _, hosts = netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{head}{sep}{user}{':***' if colon else ''}@{hosts}{slash}{tail}"
+
+
+def _check_url(url: Any) -> None:
+    """Raises InvalidInput unless ``url`` is a server URL stateline can use.
+
+    Parsing only: no client is built here, because a cluster client connects to the
+    cluster as soon as it is constructed (and an unreachable one fails there)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidInput(f"unsupported server URL {url!r}: expected e.g. redis://host:6379/0")
+    scheme = url.split("://", 1)[0]
+    if not url.startswith(_PLAIN) and scheme not in _CLUSTER + _SENTINEL:
+        raise InvalidInput(f"unsupported server URL {_redacted(url)!r}: {_UNSUPPORTED}")
+    try:
+        if scheme in _CLUSTER:
+            _hosts(urlsplit(url).netloc, 6379)
+        elif scheme in _SENTINEL:
+            parts = urlsplit(url)
+            _hosts(parts.netloc, 26379)
+            path = [p for p in parts.path.split("/") if p]
+            if not path:
+                raise InvalidInput(
+                    f"sentinel URL {_redacted(url)!r} needs a service name: redis+sentinel://host:port/service[/db]"
+                )
+            if len(path) > 1:
+                try:
+                    int(path[1])
+                except ValueError:
+                    raise ValueError(f"database {path[1]!r} is not a number") from None
+        else:
+            sync_conn.parse_url(url)  # redis-py's own parser: port, query options
+    except InvalidInput:
+        raise
+    except ValueError as exc:
+        raise InvalidInput(f"malformed server URL {_redacted(url)!r}: {exc}") from None
+
+
+def _construction_error(url: str, exc: Exception) -> Exception:
+    """The stateline error for a client that failed while being constructed: a sync
+    cluster client connects to a startup node then (redis-py wraps the reason)."""
+    cause = exc.__cause__ if isinstance(exc, rx.RedisClusterException) and exc.__cause__ else exc
+    where = _redacted(url)
+    if isinstance(cause, rx.AuthenticationError) or any(w in str(cause) for w in ("NOAUTH", "WRONGPASS")):
+        return AuthenticationFailed(f"the server at {where} rejected the credentials: {cause}")
+    if isinstance(cause, rx.NoPermissionError):
+        return PermissionDenied(f"the server user at {where} lacks a permission stateline needs: {cause}")
+    if isinstance(cause, (rx.ConnectionError, rx.TimeoutError, OSError)):
+        return ServerUnavailable(f"cannot reach the server at {where}: {exc}")
+    return ServerError(f"cannot use the server at {where}: {exc}")
 
 
 def _credentials(netloc: str) -> dict[str, str]:
@@ -85,10 +157,7 @@ def _make(url: str, kind: str, options: dict[str, Any]) -> Any:
         db = int(path[1]) if len(path) > 1 else 0
         return sentinel.master_for(path[0], db=db, ssl=tls, **_credentials(parts.netloc), **opts)
     if not url.startswith(_PLAIN):
-        raise InvalidInput(
-            f"unsupported server URL {url!r}: use redis://host:port/db, rediss:// (TLS), unix:///path, "
-            "redis+cluster://host:port[,host:port] or redis+sentinel://host:port[,host:port]/service[/db]"
-        )
+        raise InvalidInput(f"unsupported server URL {_redacted(url)!r}: {_UNSUPPORTED}")
     if cluster:
         return (scluster if sync else acluster).RedisCluster.from_url(url, **opts)
     return (redis.Redis if sync else aredis.Redis).from_url(url, **opts)
@@ -170,8 +239,8 @@ class Connection:
     ) -> None:
         if url is not None and (client is not None or aclient is not None):
             raise InvalidInput("pass either a URL or a client, not both")
-        if url is not None and (not isinstance(url, str) or "://" not in url):
-            raise InvalidInput(f"unsupported server URL {url!r}: expected e.g. redis://host:6379/0")
+        if url is not None:
+            _check_url(url)  # fail now on a malformed URL, not at the first write; no connection
         self._url = url
         self._sync = None if client is None else _binary_safe(client)
         self._async = None if aclient is None else _binary_safe(aclient)
@@ -179,8 +248,6 @@ class Connection:
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._options = options
         self._data_dir = data_dir
-        if url is not None:
-            _make(url, "sync", options)  # fail now on a malformed URL, not at the first write
 
     @property
     def url(self) -> str:
@@ -192,10 +259,14 @@ class Connection:
         mine, other = (self._sync, self._async) if kind == "sync" else (self._async, self._sync)
         if mine is not None:
             return mine
-        if other is not None and self._url is None:
-            made = _twin(other, kind)
-        else:
-            made = _make(self.url, kind, self._options)
+        try:
+            if other is not None and self._url is None:
+                made = _twin(other, kind)
+            else:
+                made = _make(self.url, kind, self._options)
+        except (rx.RedisClusterException, rx.ConnectionError, rx.TimeoutError) as exc:
+            # Only a sync cluster client connects while constructed (to discover the slots).
+            raise _construction_error(self._url or "the cluster", exc) from exc
         self._created.append(made)
         if kind == "sync":
             self._sync = made
@@ -232,6 +303,21 @@ class Connection:
 
     async def aclose(self) -> None:
         """Closes every client stateline created."""
-        if self._async is not None and self._made(self._async):
-            await self._async.aclose()
-        self.close()
+        try:
+            client, owner = self._async, self._async_loop
+            if client is not None and self._made(client):
+                if owner is None or owner is asyncio.get_running_loop():
+                    await client.aclose()
+                else:
+                    # The client's connections belong to another event loop (an earlier
+                    # asyncio.run, another thread's loop): awaiting their close here fails
+                    # ("Event loop is closed", or attached to a different loop). A loop
+                    # still running closes them itself; the sockets of a closed loop cannot
+                    # be closed without it (redis-py has no synchronous close for them) and
+                    # are released when the dropped client is garbage collected.
+                    self._forget_made(client)
+                    self._async, self._async_loop = None, None
+                    if not owner.is_closed() and owner.is_running():
+                        asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+        finally:
+            self.close()

@@ -21,12 +21,21 @@ from .errors import InvalidInput
 __all__ = ["ThreadKeys", "Schema", "enc", "dec"]
 
 
-@lru_cache(maxsize=65536)
 def enc(value: str) -> str:
     """Percent-encode one id component; injective, and keeps ``[A-Za-z0-9_.~-]`` readable."""
+    # The type is checked before the cache sees the value: lru_cache hashes its argument
+    # first, so a list would raise a bare TypeError ("unhashable type") instead.
     if not isinstance(value, str):
         raise InvalidInput(f"ids must be str, got {type(value).__name__}: {value!r}")
-    return quote(value, safe="")
+    return _enc(value)
+
+
+@lru_cache(maxsize=65536)
+def _enc(value: str) -> str:
+    try:
+        return quote(value, safe="", errors="strict")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") has no UTF-8 form
+        raise InvalidInput(f"ids must be valid Unicode text (encodable as UTF-8), got {value!r}: {exc}") from None
 
 
 def dec(value: str | bytes) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -35,6 +35,29 @@ def ids(config: RunnableConfig) -> tuple[str, str | None, str | None]:
     return str(conf["thread_id"]), ns, (str(cid) if cid else None)
 
 
+def before_id(before: Any) -> str | None:
+    """The checkpoint id of ``list(before=...)``: a config, like LangGraph's own savers take."""
+    if before is None or (isinstance(before, Mapping) and not before):
+        return None
+    conf = before.get("configurable") if isinstance(before, Mapping) else None
+    if not isinstance(conf, Mapping):
+        raise InvalidInput(
+            f"before must be a config such as {{'configurable': {{'checkpoint_id': ...}}}}, got {before!r}"
+        )
+    cid = conf.get("checkpoint_id")
+    if cid is not None and not isinstance(cid, str):
+        raise InvalidInput(f"before's checkpoint_id must be str, got {cid!r}")
+    return cid or None
+
+
+def _mapping(value: Any, what: str, *, none_ok: bool = False) -> Mapping[str, Any]:
+    if value is None and none_ok:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{what} must be a mapping, got {type(value).__name__}: {value!r}")
+    return value
+
+
 def config_of(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
 
@@ -43,11 +66,13 @@ def snapshot(
     config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
 ) -> Snapshot:
     thread_id, ns, parent = ids(config)
+    _mapping(checkpoint, "checkpoint")
     if not isinstance(checkpoint.get("id"), str) or not checkpoint["id"]:
         raise InvalidInput(f"checkpoint['id'] must be a non-empty str, got {checkpoint.get('id')!r}")
-    md = get_checkpoint_metadata(config, metadata)
-    values = checkpoint.get("channel_values") or {}
-    versions = checkpoint.get("channel_versions") or {}
+    md = get_checkpoint_metadata(config, _mapping(metadata, "metadata", none_ok=True))  # type: ignore[arg-type]
+    values = _mapping(checkpoint.get("channel_values"), "checkpoint['channel_values']", none_ok=True)
+    versions = _mapping(checkpoint.get("channel_versions"), "checkpoint['channel_versions']", none_ok=True)
+    new_versions = _mapping(new_versions, "new_versions", none_ok=True)  # type: ignore[assignment]
     if new_versions:
         to_write = {ch: values[ch] for ch in new_versions if ch in values}
     else:  # a fork or a copy: the values are stored already, or must be stored now
@@ -69,10 +94,23 @@ def snapshot(
 
 
 def writes(writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> list[Write]:
-    return [
-        Write(task_id, channel, value, task_path, WRITES_IDX_MAP.get(channel, idx))
-        for idx, (channel, value) in enumerate(writes)
-    ]
+    if not isinstance(task_id, str):
+        raise InvalidInput(f"task_id must be str, got {type(task_id).__name__}: {task_id!r}")
+    # task_path orders the pending writes of every later read: a non-str one would be
+    # stored and then break each get_tuple, so it is refused here.
+    if not isinstance(task_path, str):
+        raise InvalidInput(f"task_path must be str, got {type(task_path).__name__}: {task_path!r}")
+    if isinstance(writes, (str, bytes, bytearray, Mapping)) or not isinstance(writes, Iterable):
+        raise InvalidInput(f"writes must be a sequence of (channel, value) pairs, got {writes!r}")
+    out = []
+    for idx, item in enumerate(writes):
+        if isinstance(item, (str, bytes, bytearray)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise InvalidInput(f"writes[{idx}] must be a (channel, value) pair, got {item!r}")
+        channel, value = item
+        if not isinstance(channel, str):
+            raise InvalidInput(f"writes[{idx}]: the channel must be str, got {type(channel).__name__}: {channel!r}")
+        out.append(Write(task_id, channel, value, task_path, WRITES_IDX_MAP.get(channel, idx)))
+    return out
 
 
 def sorted_writes(stored: list[Write]) -> list[Write]:
@@ -87,6 +125,8 @@ def checkpoint_tuple(s: Stored) -> CheckpointTuple:
 
 
 def matcher(filter: Mapping[str, Any] | None, checkpoint_id: str | None) -> Any:
+    if filter is not None and not isinstance(filter, Mapping):
+        raise InvalidInput(f"filter must be a mapping of metadata keys to values, got {filter!r}")
     if not filter and checkpoint_id is None:
         return None
     items = list((filter or {}).items())

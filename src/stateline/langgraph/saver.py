@@ -8,7 +8,7 @@ only in which client it is usually given.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -20,7 +20,6 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
     SerializerProtocol,
-    get_checkpoint_id,
 )
 from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 
@@ -42,6 +41,27 @@ def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
         seconds = None if minutes is None else float(minutes) * 60
         return ttl_ms(seconds), bool(ttl.get("refresh_on_read"))
     return ttl_ms(ttl), False
+
+
+def _one_id(value: Any, what: str) -> str:
+    """One thread or run id (str, or an int/UUID LangGraph turns into one); a collection
+    of ids where one is expected is refused rather than stringified."""
+    if value is None or isinstance(value, (bytes, bytearray, Mapping)) or (
+        not isinstance(value, str) and isinstance(value, Iterable)
+    ):
+        raise InvalidInput(f"{what} must be one id (a str), got {type(value).__name__}: {value!r}")
+    return str(value)
+
+
+def _many_ids(values: Any, what: str) -> list[str]:
+    """A sequence of ids: a bare str would be iterated character by character."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise InvalidInput(
+            f"{what} must be a sequence of ids, got the single {type(values).__name__} {values!r}: wrap it in a list"
+        )
+    if isinstance(values, Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput(f"{what} must be a sequence of ids, got {type(values).__name__}: {values!r}")
+    return [_one_id(v, f"each of {what}") for v in values]
 
 
 class RedisSaver(BaseCheckpointSaver[str]):
@@ -190,7 +210,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
         return None if stored is None else cv.checkpoint_tuple(stored)
 
     def _search(self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None) -> Plan[None]:
-        before_id = get_checkpoint_id(before) if before else None
+        before_id = cv.before_id(before)
         if config is None:
             select = cv.matcher(filter, None)
             remaining = limit
@@ -218,22 +238,22 @@ class RedisSaver(BaseCheckpointSaver[str]):
         return out
 
     def _delete(self, thread_id: str) -> Plan[None]:
-        yield from self._engine.delete_thread(str(thread_id))
+        yield from self._engine.delete_thread(_one_id(thread_id, "thread_id"))
 
     def _prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int) -> Plan[None]:
         if strategy not in ("keep_latest", "delete"):
             raise InvalidInput(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
-        for thread_id in thread_ids:
+        for thread_id in _many_ids(thread_ids, "thread_ids"):  # all checked before any is touched
             if strategy == "delete":
-                yield from self._engine.delete_thread(str(thread_id))
+                yield from self._engine.delete_thread(thread_id)
             else:
-                yield from self._engine.prune(str(thread_id), keep_last)
+                yield from self._engine.prune(thread_id, keep_last)
 
     def _delete_runs(self, run_ids: Sequence[str]) -> Plan[None]:
-        yield from self._engine.delete_runs([str(r) for r in run_ids])
+        yield from self._engine.delete_runs(_many_ids(run_ids, "run_ids"))
 
     def _copy(self, source: str, target: str) -> Plan[None]:
-        yield from self._engine.copy_thread(str(source), str(target))
+        yield from self._engine.copy_thread(_one_id(source, "source_thread_id"), _one_id(target, "target_thread_id"))
 
     # -- BaseCheckpointSaver, sync -------------------------------------------------------------
 
@@ -327,8 +347,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     def copy_thread_to(self, source_thread_id: str, target: RedisSaver, target_thread_id: str) -> int:
         """Copies a thread to another saver (another prefix or server): a migration."""
-        dumped = self._run(self._engine.dump(str(source_thread_id)))
-        return target._run(target._engine.restore(str(target_thread_id), dumped))
+        dumped = self._run(self._engine.dump(_one_id(source_thread_id, "source_thread_id")))
+        return target._run(target._engine.restore(_one_id(target_thread_id, "target_thread_id"), dumped))
 
     def get_next_version(self, current: str | int | float | None, channel: None = None) -> str:
         """Zero-padded counter plus a random suffix: increasing, and unique per branch, so a
