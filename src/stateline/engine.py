@@ -350,7 +350,7 @@ class Engine:
             if len(entries) < count:
                 break
             last_ns, last_cid = _text(entries[-1][0]), _text(entries[-1][1])
-            bound = f"(o:{last_cid} {last_ns}" if ns_e is None else f"(c:{last_ns}:{last_cid}"
+            bound = K.after(ns_e, last_ns, last_cid)
         return emitted
 
     def threads(self, limit: int | None = None) -> Plan[list[str]]:
@@ -403,8 +403,8 @@ class Engine:
         """Deletes the thread's two keys and its entries in the discovery indexes."""
         keys = self.keys(thread_id)
         self._forget(thread_id)
-        runs = yield Command(("ZRANGEBYLEX", keys.index, b"[r:", b"[r:\xff"))
-        members = {Schema.run_member(dec(m.split(b":", 2)[1]), thread_id) for m in runs}
+        runs = yield Command(("ZRANGEBYLEX", keys.index, *K.kind_range("r")))
+        members = {Schema.run_member(dec(K.run_of(m)), thread_id) for m in runs}
         steps = [Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))]
         if members:
             steps.append(Command(("ZREM", self.schema.runs, *sorted(members))))
@@ -417,8 +417,8 @@ class Engine:
         for t in ids:
             k = self.keys(t)
             steps += (
-                Command(("ZLEXCOUNT", k.index, b"[c:", b"[c:\xff")),
-                Command(("ZLEXCOUNT", k.index, b"[w:", b"[w:\xff")),
+                Command(("ZLEXCOUNT", k.index, *K.kind_range("c"))),
+                Command(("ZLEXCOUNT", k.index, *K.kind_range("w"))),
                 Command(("MEMORY", "USAGE", k.data, "SAMPLES", 0)),
                 Command(("MEMORY", "USAGE", k.index, "SAMPLES", 0)),
                 Command(("PTTL", k.index)),
@@ -465,7 +465,7 @@ class Engine:
             return 0
         found = yield Batch(
             tuple(
-                Command(("ZRANGEBYLEX", self.schema.runs, f"[{enc(r)} ".encode(), f"[{enc(r)} ".encode() + b"\xff"))
+                Command(("ZRANGEBYLEX", self.schema.runs, *K.runs_range(r)))
                 for r in run_ids
             )
         )
@@ -474,7 +474,7 @@ class Engine:
         for run_id, entries in zip(run_ids, found, strict=True):
             for m in entries:
                 members.append(m)
-                by_thread.setdefault(dec(m.split(b" ", 1)[1]), []).append(enc(run_id))
+                by_thread.setdefault(K.thread_of_run_entry(m), []).append(enc(run_id))
         removed = 0
         for thread_id, runs in by_thread.items():
             self._known.forget(thread_id)
@@ -501,10 +501,10 @@ class Engine:
         if not fields:
             return 0
         n = len(fields) // 2
-        runs = {m.split(b":", 2)[1] for m in members if m.startswith(b"r:")}
+        runs = {K.run_of(m) for m in members if m.startswith(b"r:")}
         steps: list[Call | Command] = [Command(("ZADD", self.schema.threads, 0, enc(target)))]
         for run in runs:
-            steps.append(Command(("ZADD", self.schema.runs, 0, f"{run.decode()} {enc(target)}")))
+            steps.append(Command(("ZADD", self.schema.runs, 0, Schema.run_member(dec(run), target))))
         steps.append(Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members)))
         self._known.forget(target)
         replies = yield Batch(tuple(steps))

@@ -96,14 +96,12 @@ class Schema:
 
     @staticmethod
     def run_member(run_id: str, thread_id: str) -> str:
+        """A discovery entry of the runs index, from raw ids."""
         return f"{enc(run_id)} {enc(thread_id)}"
 
 
-# Field and member names inside a thread's keys (mirrors scripts/_lib.lua).
-def checkpoint_field(ns: str, cid: str) -> str:
-    return f"c:{ns}:{cid}"
-
-
+# Field and member names inside a thread's keys (mirrors scripts/_lib.lua). Components
+# passed here are encoded already, except where a parameter says otherwise.
 def value_field(ns: str, channel: str, version: object) -> str:
     return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
 
@@ -127,3 +125,29 @@ def list_bound(ns: str | None, before: str | None) -> str:
     if ns is None:
         return f"(o:{before} "
     return f"(c:{ns}:{before}"
+
+
+def after(ns: str | None, last_ns: str, last_cid: str) -> str:
+    """The bound of the page after the one that ended with ``last_ns``/``last_cid``."""
+    return f"(o:{last_cid} {last_ns}" if ns is None else f"(c:{last_ns}:{last_cid}"
+
+
+def kind_range(kind: str) -> tuple[bytes, bytes]:
+    """ZRANGEBYLEX bounds of every index member of a kind: c (checkpoints), w (writes), r (runs)."""
+    return f"[{kind}:".encode(), f"[{kind}:".encode() + b"\xff"
+
+
+def run_of(member: bytes) -> str:
+    """The encoded run id of an index member ``r:<run>:<ns>:<cid>``."""
+    return member.split(b":", 2)[1].decode()
+
+
+def runs_range(run_id: str) -> tuple[bytes, bytes]:
+    """ZRANGEBYLEX bounds of the discovery entries ``<run> <thread>`` of one (raw) run id."""
+    start = f"[{enc(run_id)} ".encode()
+    return start, start + b"\xff"
+
+
+def thread_of_run_entry(entry: bytes) -> str:
+    """The (raw) thread id of a discovery entry ``<run> <thread>``."""
+    return dec(entry.split(b" ", 1)[1])
