@@ -60,3 +60,15 @@ def test_copy_prune_stats_and_delete(url: str, prefix: str, thread: str) -> None
 def test_show_of_a_missing_thread_says_so(url: str, prefix: str) -> None:
     result = CliRunner().invoke(app, ["show", "nope", "--url", url, "--prefix", prefix])
     assert result.exit_code == 1 and "no checkpoint" in result.output
+
+
+def test_errors_are_one_line_and_exit_1(url: str, prefix: str, thread: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stateline", "copy", thread, thread, "--url", url, "--prefix", prefix],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: cannot copy into thread {thread!r}: it exists already (delete it first)"

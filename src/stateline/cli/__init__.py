@@ -69,4 +69,11 @@ ops.register(app)
 
 
 def main() -> None:
-    app()
+    """The console script: a stateline error is a one-line message and exit status 1."""
+    from ..errors import StatelineError
+
+    try:
+        app()
+    except StatelineError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise SystemExit(1) from None

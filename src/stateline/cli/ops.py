@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         n = src.copy_thread_to(source, dst, target)
         if move:
             src.delete_thread(source)
-        console.print(f"{'moved' if move else 'copied'} {n} record(s) of {source!r} to {target!r}")
+        console.print(f"{'moved' if move else 'copied'} {source!r} to {target!r} ({n} stored fields)")
 
     @app.command()
     def stats(url: Optional[str] = URL, prefix: str = PREFIX, data_dir: Optional[str] = DATA_DIR) -> None:  # noqa: UP045
