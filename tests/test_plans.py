@@ -8,8 +8,9 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from stateline import ConflictError, DurabilityError
 from stateline.codec import ValueCodec
 from stateline.elements import digest
-from stateline.engine import Engine, Snapshot
+from stateline.engine import Engine
 from stateline.plan import SCRIPTS, Batch, Call, Command
+from stateline.records import Snapshot
 
 
 def engine(**kw) -> Engine:

@@ -25,10 +25,11 @@ from . import runner
 from .codec import ValueCodec
 from .connection import Connection
 from .elements import digest
-from .engine import PAGE, Engine, Snapshot, Stored, check_keep_last, ttl_ms
+from .engine import PAGE, Engine
 from .errors import ConflictError, InvalidInput
 from .keys import enc
 from .plan import Plan
+from .records import Snapshot, Stored, check_keep_last, ttl_ms
 from .serde import Serde
 
 __all__ = [

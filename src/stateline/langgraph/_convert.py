@@ -16,8 +16,8 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..engine import Snapshot, Stored, Write
 from ..errors import InvalidInput
+from ..records import Snapshot, Stored, Write
 
 SPECIAL_CHANNELS = frozenset(WRITES_IDX_MAP)
 _MISSING = object()

@@ -26,9 +26,10 @@ from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 from .. import runner
 from ..codec import MAX_VALUE_BYTES, ValueCodec
 from ..connection import Connection
-from ..engine import Engine, ThreadStats, ttl_ms
+from ..engine import Engine
 from ..errors import InvalidInput
 from ..plan import Plan
+from ..records import ThreadStats, ttl_ms
 from . import _convert as cv
 
 __all__ = ["RedisSaver", "AsyncRedisSaver", "ShallowRedisSaver", "AsyncShallowRedisSaver"]
