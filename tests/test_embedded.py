@@ -107,3 +107,28 @@ def test_waiting_for_a_process_that_does_not_exit_is_an_error_not_silence() -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_recorded_server_that_does_not_answer_is_never_doubled(tmp_path) -> None:
+    """Two servers on one data directory would corrupt its files: a live but silent one
+    (here: stopped with SIGSTOP, as a long script or swap would) makes start() refuse."""
+    import json
+    import os
+    import signal
+
+    import pytest
+
+    from stateline import EmbeddedServerError
+    from stateline.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path)
+    port = server.start()
+    pid = json.loads((tmp_path / "server.json").read_text())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(EmbeddedServerError, match="running but does not answer"):
+            EmbeddedServer(tmp_path).start()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert EmbeddedServer(tmp_path).start() == port
+    server.stop()

@@ -166,7 +166,29 @@ class EmbeddedServer:
             state = self._recorded()
             if state is not None:
                 return state["port"]
+            busy = self._busy()
+            if busy is not None:  # a second server on the same files would corrupt them
+                raise EmbeddedServerError(
+                    f"the embedded server of {self.data_dir} (pid {busy}) is running but does not "
+                    "answer (busy?); try again, or stop it with: stateline server stop"
+                )
             return self._spawn()
+
+    def _busy(self) -> int | None:
+        """The pid of a recorded server that is alive but did not answer, if any."""
+        try:
+            state = json.loads(self._state_file.read_text())
+            port, pid = int(state["port"]), int(state["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not _alive(pid) or _ask(port, b"PING") is not None:
+            return None  # gone, or the port now answers for another process
+        try:  # a recycled pid is another program: then ours is gone
+            if b"valkey" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None
+        except OSError:
+            pass  # no /proc (macOS): the pid is alive, take it as ours
+        return pid
 
     def _spawn(self) -> int:
         binary, port = _binary(), _free_port()
