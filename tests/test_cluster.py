@@ -208,3 +208,41 @@ def _owner_of(client: redis.Redis, saver: RedisSaver, thread: str) -> int | None
         if start <= slot <= end:
             return master[1]
     return None
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_durability_wait_shares_the_connection_of_its_write(cluster_url: str, kind: str) -> None:
+    """WAIT/WAITAOF only count the writes of their own connection: on the thread's node the
+    EVALSHA and the WAITAOF that confirms it must come from the same client."""
+    import asyncio
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    saver = (RedisSaver if kind == "sync" else AsyncRedisSaver)(cluster_url, prefix=f"wc{kind}:", durability="aof")
+    port = saver._conn.sync.get_node_from_key(saver.engine.keys("t").data).port
+    node = redis.Redis(port=port)
+    cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+    def checkpoint(n: int) -> dict:
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"n": n}
+        cp["channel_versions"] = {"n": n + 1}
+        return cp
+
+    async def puts(n: int) -> None:
+        nonlocal cfg
+        for i in range(n):
+            cfg = await saver.aput(cfg, checkpoint(i), {}, {"n": i + 1}) if kind == "async" else saver.put(cfg, checkpoint(i), {}, {"n": i + 1})
+
+    asyncio.run(puts(2))  # scripts loaded, thread indexed
+    with node.monitor() as monitor:
+        asyncio.run(puts(3))
+        node.echo("end")
+        seen = []
+        while (cmd := monitor.next_command())["command"] != "ECHO end":
+            if cmd.get("client_type") != "lua":
+                seen.append((cmd["command"].split(" ", 1)[0], cmd.get("client_address"), cmd.get("client_port")))
+    pairs = [(seen[i], seen[i + 1]) for i in range(len(seen) - 1) if seen[i][0] == "EVALSHA"]
+    assert len(pairs) == 3
+    for write, wait in pairs:
+        assert wait[0] == "WAITAOF" and wait[1:] == write[1:], seen

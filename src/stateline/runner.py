@@ -68,7 +68,7 @@ def _mapped() -> Iterator[None]:
 
 def _queue(target: Any, step: Call | Command) -> Any:
     if isinstance(step, Call):  # execute_command: cluster pipelines refuse .evalsha()
-        return target.execute_command("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+        return target.execute_command(*_args(step))
     if step.route is not None and is_cluster(target):
         return target.execute_command(*step.args, target_nodes=target.get_node_from_key(step.route))
     return target.execute_command(*step.args)
@@ -206,11 +206,36 @@ async def _apipeline(target: Any, steps: tuple[Call | Command, ...]) -> list[Any
     return replies
 
 
+async def _anode_pipeline(client: Any, steps: tuple[Call, Command]) -> list[Any]:
+    """The write and its wait on one connection of the node that holds the thread."""
+    from redis.asyncio.cluster import PipelineCommand  # the cluster pipeline's own unit
+
+    await client.initialize()  # the asyncio cluster client learns its slots lazily; idempotent
+    node = client.get_node_from_key(steps[0].keys[0])
+    commands = [PipelineCommand(i, *_args(s)) for i, s in enumerate(steps)]
+    await node.execute_pipeline(commands)
+    replies = [c.result for c in commands]
+    if isinstance(replies[0], rx.NoScriptError):
+        await client.script_load(steps[0].script.body)
+        return await _anode_pipeline(client, steps)
+    return replies
+
+
+def _args(step: Call | Command) -> tuple[Any, ...]:
+    if isinstance(step, Call):
+        return ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+    return step.args
+
+
 async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
-        # The asyncio cluster client offers no per-node pipeline: the wait is sent to the
-        # thread's node right after the write, but possibly on another pooled connection.
-        return [await _aexecute(client, s) for s in step.steps]
+        *before, call, wait = step.steps  # as in _execute
+        head = [await _aexecute(client, s) for s in before]
+        replies = await _anode_pipeline(client, (call, wait))
+        if any(isinstance(r, (rx.MovedError, rx.AskError)) for r in replies):
+            await client.nodes_manager.initialize()  # the slot moved meanwhile: learn where, retry
+            replies = await _anode_pipeline(client, (call, wait))
+        return head + _raise_first(replies)
     if isinstance(step, Batch):
         return _raise_first(await _apipeline(client, step.steps))
     try:
