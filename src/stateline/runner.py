@@ -46,11 +46,13 @@ def _mapped() -> Iterator[None]:
         raise ServerUnavailable(f"cannot reach the cluster: {exc}") from exc
     except rx.DataError as exc:
         raise InvalidInput(f"a value cannot be sent to the server: {exc}") from exc
-    except (rx.MovedError, rx.AskError) as exc:
+    except rx.MovedError as exc:  # (a subclass of AskError)
         raise ServerError(
             f"the server is a Redis Cluster node and redirected the command (MOVED {exc}): "
             "use a redis+cluster:// URL or a RedisCluster client"
         ) from exc
+    except rx.AskError as exc:
+        raise ServerUnavailable(f"the thread's slot is being migrated and the move did not settle: {exc}") from exc
     except rx.ResponseError as exc:
         text = str(exc)
         if "NOAUTH" in text or "WRONGPASS" in text:
@@ -126,33 +128,58 @@ def _raise_first(replies: list[Any]) -> list[Any]:
 # -- sync ---------------------------------------------------------------------------------
 
 
-def _pipeline(target: Any, steps: tuple[Call | Command, ...]) -> list[Any]:
+def _pipeline(target: Any, steps: tuple[Call | Command, ...], reload: bool = True) -> list[Any]:
     pipe = target.pipeline(transaction=False)
     for s in steps:
         _queue(pipe, s)
     replies = pipe.execute(raise_on_error=False)
     failed = _failed(replies)
-    if failed:  # a script was not loaded: load it, then run that step and every later one
-        first = failed[0]  # again (steps are idempotent), so a durability wait follows its write
+    if failed and reload:  # a script was not loaded: load it, then run that step and every
+        first = failed[0]  # later one again (steps are idempotent), so a wait follows its write
         for script in _scripts_of(steps[first:]):
             target.script_load(script.body)
-        replies[first:] = _pipeline(target, steps[first:])
+        replies[first:] = _pipeline(target, steps[first:], reload=False)
     return replies
+
+
+def _on_node(client: Any, call: Call, wait: Command) -> list[Any]:
+    """A write and its durability wait through one pipeline of the node that holds the
+    thread: WAIT/WAITAOF count the writes of their own connection only. Follows ASK (a slot
+    being migrated), MOVED and a node gone (fail-over) by learning the slots again."""
+    node, asking, replies = client.get_node_from_key(call.keys[0]), False, []
+    for attempt in range(4):
+        pipe = node.redis_connection.pipeline(transaction=False)
+        for s in (Command(("ASKING",)),) * asking + (call, wait):
+            _queue(pipe, s)
+        try:
+            replies = pipe.execute(raise_on_error=False)[asking:]
+        except (rx.ConnectionError, rx.TimeoutError):
+            if attempt == 3:
+                raise
+            client.nodes_manager.initialize()
+            node, asking = client.get_node_from_key(call.keys[0]), False
+            continue
+        first = replies[0]
+        if isinstance(first, rx.NoScriptError) and attempt < 3:
+            node.redis_connection.script_load(call.script.body)
+        elif isinstance(first, rx.MovedError) and attempt < 3:  # before AskError: a subclass
+            client.nodes_manager.initialize()
+            node, asking = client.get_node_from_key(call.keys[0]), False
+        elif isinstance(first, rx.AskError) and attempt < 3:
+            node, asking = client.get_node(host=first.host, port=first.port), True
+            if node is None:
+                client.nodes_manager.initialize()
+                node = client.get_node(host=first.host, port=first.port) or client.get_node_from_key(call.keys[0])
+        else:
+            break
+    return _raise_first(replies)
 
 
 def _execute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
-        # WAIT/WAITAOF count the writes of their own connection: on a cluster, send the write
-        # and its wait through one pipeline of the node that holds the thread.
         *before, call, wait = step.steps
         head = [_execute(client, s) for s in before]
-        node = client.get_node_from_key(call.keys[0])
-        try:
-            return head + _raise_first(_pipeline(node.redis_connection, (call, wait)))
-        except (rx.MovedError, rx.AskError):  # the slot moved meanwhile: learn where, retry
-            client.nodes_manager.initialize()
-            node = client.get_node_from_key(call.keys[0])
-            return head + _raise_first(_pipeline(node.redis_connection, (call, wait)))
+        return head + _on_node(client, call, wait)
     if isinstance(step, Batch):
         return _raise_first(_pipeline(client, step.steps))
     try:
@@ -192,33 +219,54 @@ def run(client: Any, plan: Plan[T]) -> T:
 # -- async --------------------------------------------------------------------------------
 
 
-async def _apipeline(target: Any, steps: tuple[Call | Command, ...]) -> list[Any]:
+async def _apipeline(target: Any, steps: tuple[Call | Command, ...], reload: bool = True) -> list[Any]:
     pipe = target.pipeline(transaction=False)
     for s in steps:
         _queue(pipe, s)
     replies = await pipe.execute(raise_on_error=False)
     failed = _failed(replies)
-    if failed:  # as in _pipeline
+    if failed and reload:  # as in _pipeline
         first = failed[0]
         for script in _scripts_of(steps[first:]):
             await target.script_load(script.body)
-        replies[first:] = await _apipeline(target, steps[first:])
+        replies[first:] = await _apipeline(target, steps[first:], reload=False)
     return replies
 
 
-async def _anode_pipeline(client: Any, steps: tuple[Call, Command]) -> list[Any]:
-    """The write and its wait on one connection of the node that holds the thread."""
+async def _aon_node(client: Any, call: Call, wait: Command) -> list[Any]:
+    """``_on_node`` for the asyncio cluster client, through its nodes' own pipelines."""
     from redis.asyncio.cluster import PipelineCommand  # the cluster pipeline's own unit
 
     await client.initialize()  # the asyncio cluster client learns its slots lazily; idempotent
-    node = client.get_node_from_key(steps[0].keys[0])
-    commands = [PipelineCommand(i, *_args(s)) for i, s in enumerate(steps)]
-    await node.execute_pipeline(commands)
-    replies = [c.result for c in commands]
-    if isinstance(replies[0], rx.NoScriptError):
-        await client.script_load(steps[0].script.body)
-        return await _anode_pipeline(client, steps)
-    return replies
+    node, asking, replies = client.get_node_from_key(call.keys[0]), False, []
+    for attempt in range(4):
+        steps = (Command(("ASKING",)),) * asking + (call, wait)
+        commands = [PipelineCommand(i, *_args(s)) for i, s in enumerate(steps)]
+        try:
+            await node.execute_pipeline(commands)
+            replies = [c.result for c in commands][asking:]
+            if isinstance(replies[0], (rx.ConnectionError, rx.TimeoutError)):
+                raise replies[0]
+        except (rx.ConnectionError, rx.TimeoutError):
+            if attempt == 3:
+                raise
+            await client.nodes_manager.initialize()
+            node, asking = client.get_node_from_key(call.keys[0]), False
+            continue
+        first = replies[0]
+        if isinstance(first, rx.NoScriptError) and attempt < 3:
+            await client.script_load(call.script.body)
+        elif isinstance(first, rx.MovedError) and attempt < 3:  # before AskError: a subclass
+            await client.nodes_manager.initialize()
+            node, asking = client.get_node_from_key(call.keys[0]), False
+        elif isinstance(first, rx.AskError) and attempt < 3:
+            node, asking = client.get_node(host=first.host, port=first.port), True
+            if node is None:
+                await client.nodes_manager.initialize()
+                node = client.get_node(host=first.host, port=first.port) or client.get_node_from_key(call.keys[0])
+        else:
+            break
+    return _raise_first(replies)
 
 
 def _args(step: Call | Command) -> tuple[Any, ...]:
@@ -231,11 +279,7 @@ async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
         *before, call, wait = step.steps  # as in _execute
         head = [await _aexecute(client, s) for s in before]
-        replies = await _anode_pipeline(client, (call, wait))
-        if any(isinstance(r, (rx.MovedError, rx.AskError)) for r in replies):
-            await client.nodes_manager.initialize()  # the slot moved meanwhile: learn where, retry
-            replies = await _anode_pipeline(client, (call, wait))
-        return head + _raise_first(replies)
+        return head + await _aon_node(client, call, wait)
     if isinstance(step, Batch):
         return _raise_first(await _apipeline(client, step.steps))
     try:
