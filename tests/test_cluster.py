@@ -98,7 +98,8 @@ def test_plain_client_against_a_cluster_node_gets_moved_errors_not_silence(clust
     redis.Redis(host=host, port=int(port)).close()
 
 
-def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> None:
+@pytest.mark.parametrize("durability", ["ack", "aof"])
+def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str, durability: str) -> None:
     """A writer keeps saving checkpoints while the thread's slot moves to another master
     (IMPORTING/MIGRATING, MIGRATE of its keys, SETSLOT NODE): redirects (ASK/MOVED) are
     followed, and every acknowledged checkpoint is there afterwards."""
@@ -106,8 +107,9 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
 
     from langgraph.checkpoint.base import empty_checkpoint
 
-    saver = RedisSaver(cluster_url, prefix=f"m{uuid.uuid4().hex[:6]}:")
-    keys = saver.engine.keys("migrating")
+    thread = f"migrating-{durability}"  # a slot of its own per run
+    saver = RedisSaver(cluster_url, prefix=f"m{uuid.uuid4().hex[:6]}:", durability=durability)
+    keys = saver.engine.keys(thread)
     ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]
     nodes = {p: redis.Redis(port=p) for p in ports}
     slot = nodes[ports[0]].execute_command("CLUSTER", "KEYSLOT", keys.data)
@@ -120,7 +122,7 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
     errors: list[Exception] = []
 
     def write() -> None:
-        cfg = {"configurable": {"thread_id": "migrating", "checkpoint_ns": ""}}
+        cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
         try:
             for i in range(400):
                 cp = empty_checkpoint()
@@ -152,9 +154,9 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str) -> N
     assert not errors, errors
     assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
     assert dst.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 2  # the thread's two keys
-    stored = [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "migrating", "checkpoint_ns": ""}})]
+    stored = [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})]
     assert stored == acknowledged[::-1] and len(stored) > 60
-    latest = saver.get_tuple({"configurable": {"thread_id": "migrating"}})
+    latest = saver.get_tuple({"configurable": {"thread_id": thread}})
     assert latest.pending_writes and latest.checkpoint["channel_values"]["n"] == len(acknowledged) - 1
 
 
@@ -246,3 +248,47 @@ def test_a_durability_wait_shares_the_connection_of_its_write(cluster_url: str, 
     assert len(pairs) == 3
     for write, wait in pairs:
         assert wait[0] == "WAITAOF" and wait[1:] == write[1:], seen
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_durable_writer_follows_a_fail_over_without_help(tmp_path, kind: str) -> None:
+    """durability="aof": the thread's master is SIGKILLed and stays down; once its replica
+    is promoted the writer's next puts reach it (the slot map is learnt again)."""
+    import asyncio
+    import signal
+    import time
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from stateline import ServerError
+
+    from . import servers
+
+    with servers.cluster(tmp_path, servers.valkey_binary(), 3, 1, "--appendonly", "yes") as nodes:
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes[:3])
+        saver = (RedisSaver if kind == "sync" else AsyncRedisSaver)(url, prefix="fo:", durability="aof")
+        owner = saver._conn.sync.get_node_from_key(saver.engine.keys("t").data).port
+        cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        acknowledged: list[str] = []
+
+        async def write(n: int, deadline: float) -> None:
+            nonlocal cfg
+            while len(acknowledged) < n and time.monotonic() < deadline:
+                cp = empty_checkpoint()
+                cp["channel_values"] = {"n": len(acknowledged)}
+                cp["channel_versions"] = {"n": len(acknowledged) + 1}
+                try:
+                    if kind == "async":
+                        cfg = await saver.aput(cfg, cp, {}, {"n": len(acknowledged) + 1})
+                    else:
+                        cfg = saver.put(cfg, cp, {}, {"n": len(acknowledged) + 1})
+                except ServerError:  # the master is gone and no replica has taken over yet
+                    continue
+                acknowledged.append(cp["id"])
+
+        asyncio.run(write(10, time.monotonic() + 30))
+        next(n for n in nodes if n.port == owner).kill(signal.SIGKILL)
+        asyncio.run(write(20, time.monotonic() + 90))
+        assert len(acknowledged) == 20
+        stored = {t.checkpoint["id"] for t in RedisSaver(url, prefix="fo:").list({"configurable": {"thread_id": "t"}})}
+        assert set(acknowledged) <= stored
