@@ -159,3 +159,13 @@ def test_a_list_of_ten_thousand_items_round_trips(url: str, prefix: str) -> None
     cfg = saver.put(cfg, cp([*big, "one more"], 2), {}, {"a": 2})
     saver.prune(["t"])
     assert saver.get_tuple(root()).checkpoint["channel_values"]["a"][-2:] == ["message 9999", "one more"]
+
+
+def test_retention_settings_are_checked(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    with pytest.raises(InvalidInput, match="keep_last"):
+        saver.prune(["t"], keep_last=None)
+    with pytest.raises(InvalidInput, match="keep_last"):
+        saver.prune(["t"], keep_last=0)
+    assert RedisSaver(url, prefix=prefix, ttl={"default_ttl": 0}).engine.ttl_ms == 0  # the peer: no TTL
+    assert RedisSaver(url, prefix=prefix, ttl={"default_ttl": 2}).engine.ttl_ms == 120_000

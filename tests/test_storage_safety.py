@@ -79,6 +79,7 @@ def test_a_copy_into_an_existing_thread_is_refused_and_changes_nothing(url: str,
     with pytest.raises(InvalidInput, match="exists already"):
         saver.copy_thread("src", "src")
     assert saver.get_tuple({"configurable": {"thread_id": "dst"}}).checkpoint["channel_values"]["a"][0] == "t0"
+    assert [s.thread_id for s in saver.thread_stats()] == ["dst", "src"]  # no entry made by the refusal
     assert saver.get_tuple({"configurable": {"thread_id": "src"}}).checkpoint["channel_values"]["a"][0] == "s0"
 
 

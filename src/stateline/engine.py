@@ -386,6 +386,8 @@ class Engine:
     def prune(self, thread_id: str, keep: int) -> Plan[int]:
         """Keeps the ``keep`` newest checkpoints of each namespace (and, for DeltaChannel
         values, the ancestors needed to rebuild them); deletes everything else."""
+        if keep is None:
+            raise InvalidInput("prune needs keep_last: how many checkpoints to keep per namespace")
         check_keep_last(keep)
         self._known.forget(thread_id)
         return (yield Call(SCRIPTS.prune, self.keys(thread_id).all, (keep,)))
@@ -432,14 +434,15 @@ class Engine:
             return 0
         n = len(fields) // 2
         runs = {K.run_of(m) for m in members if m.startswith(b"r:")}
-        steps: list[Call | Command] = [Command(("ZADD", self.schema.threads, 0, enc(target)))]
-        for run in runs:
-            steps.append(Command(("ZADD", self.schema.runs, 0, Schema.run_member(dec(run), target))))
-        steps.append(Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members)))
         self._known.forget(target)
-        replies = yield Batch(tuple(steps))
-        if _text(replies[-1][0]) == "exists":
+        reply = yield Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members))
+        if _text(reply[0]) == "exists":
             raise InvalidInput(f"cannot copy into thread {target!r}: it exists already (delete it first)")
+        # Indexed once the copy is made (a refused copy must leave no entry): a crash in
+        # between leaves the copy unlisted until a process writes to it and indexes it.
+        steps = [Command(("ZADD", self.schema.threads, 0, enc(target)))]
+        steps += [Command(("ZADD", self.schema.runs, 0, Schema.run_member(dec(r), target))) for r in runs]
+        yield Batch(tuple(steps))
         return n
 
     # -- decoding ----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
     """``ttl`` in seconds, or langgraph-checkpoint-redis' dict (``default_ttl`` in minutes)."""
     if isinstance(ttl, Mapping):
         minutes = ttl.get("default_ttl")
-        seconds = None if minutes is None else float(minutes) * 60
+        seconds = float(minutes) * 60 if minutes else None  # 0 or None: no TTL, as the peer
         return ttl_ms(seconds), bool(ttl.get("refresh_on_read"))
     return ttl_ms(ttl), False
 

@@ -150,7 +150,8 @@ end
 
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
 -- values need); drops the others with their writes, and writes that arrived late for a
--- checkpoint already dropped (older than every kept one). Returns how many were dropped.
+-- checkpoint no longer stored (older than the head: a write that comes before its
+-- checkpoint is for the next head). Returns how many were dropped.
 local function trim(ns, keep)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
   if #members <= keep then return 0 end
@@ -159,19 +160,18 @@ local function trim(ns, keep)
     kept[members[i]] = true
     keep_chain(kept, ns, redis.call('HGET', D, members[i]))
   end
-  local dropped, oldest = 0, nil
-  for i = 1, #members do
-    local _, cid = split_member(members[i])
-    if kept[members[i]] then
-      oldest = cid
-    else
+  local dropped = 0
+  for i = keep + 1, #members do
+    if not kept[members[i]] then
+      local _, cid = split_member(members[i])
       dropped = dropped + drop_checkpoint(ns, cid)
     end
   end
+  local _, head = split_member(members[1])
   local orphans = {}
-  for _, w in ipairs(by_prefix('w:' .. ns .. ':')) do
+  for _, w in ipairs(redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', '(w:' .. ns .. ':' .. head)) do
     local cid = string.match(w, '^w:[^:]*:([^:]*):')
-    if cid < oldest and redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then orphans[#orphans + 1] = w end
+    if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then orphans[#orphans + 1] = w end
   end
   for i = 1, #orphans, 500 do
     local chunk = {unpack(orphans, i, math.min(i + 499, #orphans))}
