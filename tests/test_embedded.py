@@ -132,3 +132,56 @@ def test_a_recorded_server_that_does_not_answer_is_never_doubled(tmp_path) -> No
         os.kill(pid, signal.SIGCONT)
     assert EmbeddedServer(tmp_path).start() == port
     server.stop()
+
+
+def test_a_server_busy_with_a_long_script_is_neither_doubled_nor_forgotten(tmp_path) -> None:
+    """While a script runs past busy-reply-threshold the server answers -BUSY: start()
+    must not start a second server on the same files, and stop() must not drop its record."""
+    import threading
+    import time
+
+    import pytest
+    import redis
+
+    from stateline import EmbeddedServerError
+    from stateline.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path)
+    port = server.start()
+    busy = redis.Redis(port=port)
+    busy.config_set("busy-reply-threshold", 50)
+    started = threading.Event()
+
+    def long_script() -> None:
+        started.set()
+        # spins one to two seconds on the server's clock (TIME), then returns
+        busy.eval("local t0 = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) < t0 + 2 do end return 1", 0)
+
+    worker = threading.Thread(target=long_script)
+    worker.start()
+    started.wait(5)
+    try:
+        _until_busy(port, time.monotonic() + 5)
+        with pytest.raises(EmbeddedServerError, match="does not answer"):
+            EmbeddedServer(tmp_path).start()
+        with pytest.raises(EmbeddedServerError, match="does not answer"):
+            EmbeddedServer(tmp_path).stop()
+        assert (tmp_path / "server.json").exists()
+    finally:
+        worker.join(10)
+    assert EmbeddedServer(tmp_path).start() == port
+    server.stop()
+
+
+def _until_busy(port: int, deadline: float) -> None:
+    """Waits (bounded) until the server answers -BUSY, i.e. the script is past the threshold."""
+    import socket
+    import time
+
+    while time.monotonic() < deadline:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(64).startswith(b"-BUSY"):
+                return
+        time.sleep(0.02)
+    raise AssertionError("the server never became busy")

@@ -175,16 +175,21 @@ class EmbeddedServer:
             return self._spawn()
 
     def _busy(self) -> int | None:
-        """The pid of a recorded server that is alive but did not answer, if any."""
+        """The pid of a recorded server that is alive but not serving (silent, -BUSY with a
+        long script, -LOADING), if any: ours still, so no second server may start."""
         try:
             state = json.loads(self._state_file.read_text())
             port, pid = int(state["port"]), int(state["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not _alive(pid) or _ask(port, b"PING") is not None:
-            return None  # gone, or the port now answers for another process
-        try:  # a recycled pid is another program: then ours is gone
-            if b"valkey" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        if not _alive(pid):
+            return None
+        reply = _ask(port, b"PING")
+        if reply is not None and reply.startswith(b"+PONG"):
+            return None  # serving, but not as the recorded pid: another server took the port
+        try:  # a recycled pid is another program (or another valkey): then ours is gone
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"valkey" not in title or f":{port}".encode() not in title:
                 return None
         except OSError:
             pass  # no /proc (macOS): the pid is alive, take it as ours
@@ -237,6 +242,12 @@ class EmbeddedServer:
         with self._locked():
             state = self._recorded()
             if state is None:
+                busy = self._busy()
+                if busy is not None:
+                    raise EmbeddedServerError(
+                        f"the embedded server of {self.data_dir} (pid {busy}) does not answer "
+                        f"(busy?); try again, or end it with: kill {busy}"
+                    )
                 self._state_file.unlink(missing_ok=True)  # stale, if any
                 return False
             try:
