@@ -86,34 +86,8 @@ class Engine:
         ('' = must be empty); otherwise ``ConflictError`` and nothing is written."""
         keys = self.keys(snap.thread_id)
         ns, cid = enc(snap.ns), enc(snap.checkpoint_id)
-        elements: dict[bytes, bytes] = {}
-        value_args: list[Any] = []
-        setnx = "1" if snap.keep_existing else "0"
-        for channel, value in snap.values.items():
-            if channel not in snap.versions:
-                continue
-            what = f"the value of channel {channel!r}"
-            vfield = K.value_field(ns, channel, snap.versions[channel])
-            if type(value) is list and len(value) >= LIST_MIN_ITEMS:
-                digests, items = self._items(snap.thread_id, value, what)
-                elements.update(items)
-                value_args += ("L", vfield, setnx, K.log_base(ns, channel), digests)
-            else:
-                value_args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
-        refs = [K.value_field(ns, ch, v) for ch, v in snap.versions.items()]
-        record = pack_record(
-            [
-                FORMAT,
-                enc(snap.parent_id) if snap.parent_id else "",
-                refs,
-                enc(snap.run_id) if snap.run_id else "",
-                [K.value_prefix(ns, ch) for ch in snap.delta_channels],
-            ],
-            [
-                *self.codec.dumps(snap.header, "the checkpoint"),
-                *self.codec.dumps(snap.metadata, "the checkpoint metadata"),
-            ],
-        )
+        value_args, elements = self._value_args(snap, ns)
+        record = self._record(snap, ns)
         if expect is None:
             guard = ""
         else:
@@ -136,6 +110,40 @@ class Engine:
             yield Batch(self._registration(snap.thread_id, snap.run_id, force=True))
         self._registered_now(snap.thread_id, snap.run_id)
         return None
+
+    def _value_args(self, snap: Snapshot, ns: str) -> tuple[list[Any], dict[bytes, bytes]]:
+        """The script arguments for the channel values to write, and the list items they use."""
+        elements: dict[bytes, bytes] = {}
+        args: list[Any] = []
+        setnx = "1" if snap.keep_existing else "0"
+        for channel, value in snap.values.items():
+            if channel not in snap.versions:
+                continue
+            what = f"the value of channel {channel!r}"
+            vfield = K.value_field(ns, channel, snap.versions[channel])
+            if type(value) is list and len(value) >= LIST_MIN_ITEMS:
+                digests, items = self._items(snap.thread_id, value, what)
+                elements.update(items)
+                args += ("L", vfield, setnx, K.log_base(ns, channel), digests)
+            else:
+                args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
+        return args, elements
+
+    def _record(self, snap: Snapshot, ns: str) -> bytes:
+        """The checkpoint record (codec.pack_record): what the scripts read, then the rest."""
+        return pack_record(
+            [
+                FORMAT,
+                enc(snap.parent_id) if snap.parent_id else "",
+                [K.value_field(ns, ch, v) for ch, v in snap.versions.items()],
+                enc(snap.run_id) if snap.run_id else "",
+                [K.value_prefix(ns, ch) for ch in snap.delta_channels],
+            ],
+            [
+                *self.codec.dumps(snap.header, "the checkpoint"),
+                *self.codec.dumps(snap.metadata, "the checkpoint metadata"),
+            ],
+        )
 
     def _items(self, thread_id: str, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
         return address(self.codec, value, f"an item of {what}", self._known.of(thread_id))
