@@ -77,7 +77,8 @@ def _queue(target: Any, step: Call | Command) -> Any:
 
 
 def _routed(client: Any, batch: Batch) -> bool:
-    """A cluster pipeline cannot aim a key-less command at a node: send such batches one by one."""
+    """A batch with a key-less command for the thread's node (a durability wait): a cluster
+    pipeline cannot aim it, so it goes through that node's own pipeline (_on_node)."""
     return is_cluster(client) and any(isinstance(s, Command) and s.route for s in batch.steps)
 
 
