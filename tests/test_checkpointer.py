@@ -404,14 +404,31 @@ async def test_new_session_requires_an_empty_session(kind: str, make: Make) -> N
     assert [c.checkpoint_id for c in await cp.list("fresh")] == [first.checkpoint_id]
 
 
-async def test_a_child_must_sort_after_its_parent(kind: str, make: Make) -> None:
+async def test_checkpoints_are_ordered_by_creation_whatever_their_ids(kind: str, make: Make) -> None:
+    """The seed's users pass their own ids (uuid4, names): newest first means the newest
+    created_at, and every id still works for load, list(before=), delete and parents."""
+    import uuid
+
     cp = make(kind)
-    parent = Checkpoint(session_id="o", state={}, checkpoint_id="m")
-    await cp.save(parent)
-    with pytest.raises(InvalidInput, match="must sort after its parent"):
-        await cp.save(Checkpoint(session_id="o", state={}, checkpoint_id="a", parent_id="m"))
-    await cp.save(Checkpoint(session_id="o", state={}, checkpoint_id="n", parent_id="m"))
-    assert (await cp.load("o")).checkpoint_id == "n"  # type: ignore[union-attr]
+    ids = [str(uuid.uuid4()) for _ in range(4)] + ["a", "m"]
+    saved = []
+    for i, cid in enumerate(ids):
+        parent = saved[-1].checkpoint_id if saved else None
+        saved.append(Checkpoint(session_id="o", state={"i": i}, checkpoint_id=cid, parent_id=parent))
+        await cp.save(saved[-1])
+    assert (await cp.load("o")).checkpoint_id == "m"  # type: ignore[union-attr]
+    assert [c.checkpoint_id for c in await cp.list("o", limit=None)] == ids[::-1]
+    assert [c.checkpoint_id for c in await cp.list("o", before="a")] == ids[3::-1]
+    assert (await cp.load("o", ids[1])).state == {"i": 1}  # type: ignore[union-attr]
+    with pytest.raises(ConflictError):  # the parent check knows the ids too
+        await cp.save(Checkpoint(session_id="o", state={}, checkpoint_id="late", parent_id="a"))
+    await cp.delete("o", "a")
+    assert [c.checkpoint_id for c in await cp.list("o", limit=None)] == [ids[5], *ids[3::-1]]
+    again = Checkpoint(session_id="o", state={"i": "again"}, checkpoint_id=ids[0])
+    await cp.save(again)  # the same id saved again replaces it (and is now the newest)
+    listed = await cp.list("o", limit=None)
+    assert [c.checkpoint_id for c in listed] == [ids[0], ids[5], ids[3], ids[2], ids[1]]
+    assert listed[0].state == {"i": "again"}
 
 
 async def test_keep_last_keeps_the_newest(kind: str, make: Make) -> None:

@@ -4,8 +4,9 @@ A session is an engine thread (namespace ""), a ``Checkpoint`` one engine checkp
 state's top-level keys are its channels, the Checkpoint's own fields its header. A
 channel's version is the digest of its serialized value, so a key that did not change
 refers to the value already stored: stored once, shared by every checkpoint that has it
-(lists of 4+ items are stored per element by the engine). Checkpoints are ordered by id;
-ids made here are time-ordered UUIDv7, each greater than its parent's.
+(lists of 4+ items are stored per element by the engine). A session's checkpoints are
+ordered by ``created_at`` (then id), whatever their ids: the engine's id for a checkpoint
+starts with its creation time, and the checkpoint's own id is its alias.
 """
 
 from __future__ import annotations
@@ -185,7 +186,15 @@ def _checkpoint(
 
 
 def _from_stored(s: Stored) -> Checkpoint:
-    return _checkpoint(s.thread_id, s.checkpoint_id, s.parent_id, s.header, s.values, s.metadata)
+    return _checkpoint(s.thread_id, s.alias or s.checkpoint_id, s.parent_id, s.header, s.values, s.metadata)
+
+
+def _order_id(cp: Checkpoint) -> str:
+    """The engine's id for a checkpoint: its creation time first, so a session's checkpoints
+    are ordered by ``created_at`` (then by id) whatever ids they have; the checkpoint's own
+    id is its alias, which load, list(before=), delete and parents use."""
+    micros = int(cp.created_at.timestamp() * 1_000_000)
+    return f"{micros:014x}.{cp.checkpoint_id}"
 
 
 def _expected_head(cp: Checkpoint, new_session: bool) -> str | None:
@@ -195,13 +204,6 @@ def _expected_head(cp: Checkpoint, new_session: bool) -> str | None:
         if cp.parent_id is not None:
             raise InvalidInput(f"checkpoint {cp.checkpoint_id!r} has a parent, so it cannot start a new session")
         return ""
-    if cp.parent_id is None:
-        return None
-    if enc(cp.checkpoint_id) <= enc(cp.parent_id):
-        raise InvalidInput(
-            f"checkpoint id {cp.checkpoint_id!r} must sort after its parent's {cp.parent_id!r} "
-            "(checkpoints are ordered by id): make it with parent.child() or new_id(after=parent_id)"
-        )
     return cp.parent_id
 
 
@@ -319,7 +321,8 @@ class _RedisPlans:
         snap = Snapshot(
             thread_id=cp.session_id,
             ns="",
-            checkpoint_id=cp.checkpoint_id,
+            checkpoint_id=_order_id(cp),
+            alias=cp.checkpoint_id,
             parent_id=cp.parent_id,
             header=_header(cp),
             metadata=cp.metadata,
@@ -418,6 +421,7 @@ class _Record:
     header: bytes
     state: dict[str, bytes]
     metadata: bytes
+    order: str  # _order_id: created_at first, as RedisCheckpointer orders
 
 
 class MemoryCheckpointer(BaseCheckpointer):
@@ -442,7 +446,11 @@ class MemoryCheckpointer(BaseCheckpointer):
         dump = self._codec.dump
         state = {k: dump(v, f"state key {k!r}") for k, v in cp.state.items()}
         return _Record(
-            cp.parent_id, dump(_header(cp), "the checkpoint"), state, dump(cp.metadata, "the checkpoint metadata")
+            cp.parent_id,
+            dump(_header(cp), "the checkpoint"),
+            state,
+            dump(cp.metadata, "the checkpoint metadata"),
+            enc(_order_id(cp)),
         )
 
     def _checkpoint(self, session_id: str, checkpoint_id: str, r: _Record) -> Checkpoint:
@@ -473,7 +481,7 @@ class MemoryCheckpointer(BaseCheckpointer):
                     f"session {sid!r}: expected head {expect or None!r}, found {head!r}; nothing was written"
                 )
             records = {**records, cid: record}
-            ordered = sorted(records, key=enc, reverse=True)[: self._keep_last]
+            ordered = sorted(records, key=lambda k: records[k].order, reverse=True)[: self._keep_last]
             self._sessions[sid] = {k: records[k] for k in ordered}
             if self._ttl is not None:
                 self._expires[sid] = time.monotonic() + self._ttl
@@ -490,7 +498,8 @@ class MemoryCheckpointer(BaseCheckpointer):
             raise InvalidInput(f"limit must be a non-negative int or None, got {limit!r}")
         with self._lock:
             records = self._live(session_id)
-            chosen = [(k, r) for k, r in records.items() if before is None or enc(k) < enc(before)][:limit]
+            below = None if before is None else (records[before].order if before in records else enc(before))
+            chosen = [(k, r) for k, r in records.items() if below is None or r.order < below][:limit]
         return [self._checkpoint(session_id, k, r) for k, r in chosen]
 
     async def delete(self, session_id: str, checkpoint_id: str | None = None) -> None:

@@ -138,6 +138,7 @@ class Engine:
                 [K.value_field(ns, ch, v) for ch, v in snap.versions.items()],
                 enc(snap.run_id) if snap.run_id else "",
                 [K.value_prefix(ns, ch) for ch in snap.delta_channels],
+                enc(snap.alias) if snap.alias else "",
             ],
             [
                 *self.codec.dumps(snap.header, "the checkpoint"),
@@ -271,12 +272,14 @@ class Engine:
             raise InvalidInput(f"limit must be a non-negative int or None, got {limit!r}")
         keys = self.keys(thread_id)
         ns_e = None if ns is None else enc(ns)
-        bound = K.list_bound(ns_e, None if before is None else enc(before))
+        first = "" if before is None else enc(before)  # the script resolves an alias
+        bound = ""
         count = PAGE if select is not None or limit is None else max(1, min(limit, page))
         emitted = 0
         while limit is None or emitted < limit:
-            args = (ns_e or "", "1" if ns_e is None else "0", bound, count)
+            args = (ns_e or "", "1" if ns_e is None else "0", bound, count, first)
             entries = yield Call(SCRIPTS.list, keys.all, args)
+            first = ""
             found = [self._stored(thread_id, entry) for entry in entries]
             if select is not None:
                 found = [s for s in found if select(s)]
@@ -489,6 +492,7 @@ class Engine:
             ns=dec(ns_e),
             checkpoint_id=dec(cid_e),
             parent_id=dec(index[1]) if index[1] else None,
+            alias=dec(index[5]) if len(index) > 5 and index[5] else None,
             header=header,
             metadata=metadata,
             values=channel_values,

@@ -118,15 +118,6 @@ def write_field(ns: str, cid: str, task_id: str, idx: int) -> str:
     return f"w:{ns}:{cid}:{enc(task_id)}:{idx}"
 
 
-def list_bound(ns: str | None, before: str | None) -> str:
-    """Exclusive upper ZRANGEBYLEX bound for a list page ('' = from the newest)."""
-    if before is None:
-        return ""
-    if ns is None:
-        return f"(o:{before} "
-    return f"(c:{ns}:{before}"
-
-
 def after(ns: str | None, last_ns: str, last_cid: str) -> str:
     """The bound of the page after the one that ended with ``last_ns``/``last_cid``."""
     return f"(o:{last_cid} {last_ns}" if ns is None else f"(c:{last_ns}:{last_cid}"

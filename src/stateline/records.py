@@ -39,6 +39,9 @@ class Snapshot:
     keep_existing: bool = False  # True: don't overwrite values already stored (forks, copies)
     run_id: str | None = None
     delta_channels: Sequence[str] = ()
+    # The id the adapter knows the checkpoint by, when it orders checkpoints by another one
+    # (the seed API orders by created_at): get, list(before=), delete and expect accept it.
+    alias: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class Stored:
     metadata: Any
     values: dict[str, Any]
     writes: list[Write] = field(default_factory=list)
+    alias: str | None = None
 
 
 def ttl_ms(seconds: float | None) -> int:

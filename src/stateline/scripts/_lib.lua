@@ -12,7 +12,8 @@ local D, I = KEYS[1], KEYS[2]
 local HI = '\255'
 
 -- A checkpoint record starts with a 4-byte length and a msgpack array the scripts read:
--- {format, parent cid, {value fields}, run, {DeltaChannel value prefixes}}.
+-- {format, parent cid, {value fields}, run, {DeltaChannel value prefixes}, alias}.
+-- An alias is the id an adapter knows a checkpoint by (a:<ns>:<alias> -> cid).
 local function meta(rec)
   local _, m = cmsgpack.unpack_one(rec, 4)
   return m
@@ -20,6 +21,12 @@ end
 
 local function head_member(ns)
   return redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':', 'LIMIT', 0, 1)[1]
+end
+
+-- The checkpoint id an id stands for: itself, or the checkpoint that has it as alias.
+local function resolve(ns, id)
+  if id == '' or redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. id) == 1 then return id end
+  return redis.call('HGET', D, 'a:' .. ns .. ':' .. id) or id
 end
 
 local function split_member(m)  -- 'c:<ns>:<cid>' -> ns, cid
@@ -105,7 +112,11 @@ local function drop_checkpoint(ns, cid)
   local f = 'c:' .. ns .. ':' .. cid
   local rec = redis.call('HGET', D, f)
   if not rec then return 0 end
-  local run = meta(rec)[4]
+  local m = meta(rec)
+  local run, alias = m[4], m[6] or ''
+  if alias ~= '' and redis.call('HGET', D, 'a:' .. ns .. ':' .. alias) == cid then
+    redis.call('HDEL', D, 'a:' .. ns .. ':' .. alias)
+  end
   redis.call('HDEL', D, f)
   redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
   if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end

@@ -1,7 +1,8 @@
 -- get: one checkpoint with its values and pending writes.
--- KEYS: D, I.  ARGV: ns, cid ('' = the latest of ns), ttl_ms to refresh (0 = none)
+-- KEYS: D, I.  ARGV: ns, cid or alias ('' = the latest of ns), ttl_ms to refresh (0 = none)
 -- Reply: {ns, cid, record, {values}, {writes}} or nil.
 local ns, cid = ARGV[1], ARGV[2]
+cid = resolve(ns, cid)
 if cid == '' then
   local head = head_member(ns)
   if not head then return nil end

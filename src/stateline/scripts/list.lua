@@ -1,8 +1,13 @@
 -- list: one page of checkpoints, newest first.
 -- KEYS: D, I.  ARGV: ns (or '' with all = '1'), all ('1' = every namespace),
---                    upper bound (an exclusive ZRANGEBYLEX bound, or '' = from the newest), count
+--                    upper bound (an exclusive ZRANGEBYLEX bound, or '' = from the newest), count,
+--                    before ('' = none: a cid or alias the first page starts below)
 -- Reply: {{ns, cid, record, {values}, {writes}}...}, the last entry's index member is the next bound.
 local ns, all, upper, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if ARGV[5] ~= '' then
+  local before = resolve(ns, ARGV[5])  -- (every namespace: no alias, ids are the engine's)
+  if all == '1' then upper = '(o:' .. before .. ' ' else upper = '(c:' .. ns .. ':' .. before end
+end
 local members
 if all == '1' then
   members = redis.call('ZREVRANGEBYLEX', I, upper ~= '' and upper or ('[o:' .. HI), '[o:', 'LIMIT', 0, count)

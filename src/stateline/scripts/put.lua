@@ -14,7 +14,7 @@ local ttl, keep, run, expect = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], AR
 if expect ~= '' then
   local head = head_member(ns)
   local want = nil
-  if expect ~= '-' then want = 'c:' .. ns .. ':' .. expect end
+  if expect ~= '-' then want = 'c:' .. ns .. ':' .. resolve(ns, expect) end
   -- Our own id as the head means this very put was applied already (a retried call).
   if head ~= want and head ~= 'c:' .. ns .. ':' .. cid then
     local _, head_cid = '', ''
@@ -87,6 +87,12 @@ local fresh = #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 1) =
 local new_run = 0
 if run ~= '' and #redis.call('ZRANGEBYLEX', I, '[r:' .. run .. ':', '[r:' .. run .. ':' .. HI, 'LIMIT', 0, 1) == 0 then
   new_run = 1
+end
+local alias = meta(rec)[6] or ''
+if alias ~= '' then  -- saving an alias again replaces the checkpoint that had it
+  local old = redis.call('HGET', D, 'a:' .. ns .. ':' .. alias)
+  if old and old ~= cid then drop_checkpoint(ns, old) end
+  redis.call('HSET', D, 'a:' .. ns .. ':' .. alias, cid)
 end
 redis.call('HSET', D, 'c:' .. ns .. ':' .. cid, rec)
 redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
