@@ -18,7 +18,11 @@ if expect ~= '' then
   -- Our own id as the head means this very put was applied already (a retried call).
   if head ~= want and head ~= 'c:' .. ns .. ':' .. cid then
     local _, head_cid = '', ''
-    if head then _, head_cid = split_member(head) end
+    if head then
+      _, head_cid = split_member(head)
+      local alias = meta(redis.call('HGET', D, head))[6] or ''  -- the id the caller knows
+      if alias ~= '' then head_cid = alias end
+    end
     return {'conflict', head_cid}
   end
 end
