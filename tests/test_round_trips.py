@@ -96,3 +96,24 @@ def test_list_limit_is_one_command_whatever_the_thread_length(url: str, prefix: 
     got = list(saver.list({"configurable": {"thread_id": "long", "checkpoint_ns": ""}}, limit=10))
     assert len(got) == 10 and [t.metadata["step"] for t in got] == list(range(299, 289, -1))
     assert seen.since_last() == ["EVALSHA"]
+
+
+def test_delta_channel_history_is_one_command_for_a_long_chain(url: str, prefix: str, client: redis.Redis) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    cfg = {"configurable": {"thread_id": "delta", "checkpoint_ns": ""}}
+    seed = cp(0)
+    cfg = saver.put(cfg, seed, {}, {"n": 1, "messages": 1})
+    for i in range(1, 30):  # 29 checkpoints whose 'd' value lives only in their writes
+        c = empty_checkpoint()
+        c["id"] = str(uuid6())
+        c["channel_versions"] = {"d": i}
+        c["channel_values"] = {}
+        saver.put_writes(cfg, [("d", f"write {i}")], f"task-{i}")
+        cfg = saver.put(cfg, c, {}, {"d": i})
+    saver.get_delta_channel_history(config=cfg, channels=["d"])  # loads the script
+    seen = Commands(client)
+    seen.since_last()
+    history = saver.get_delta_channel_history(config=cfg, channels=["d", "messages"])
+    assert seen.since_last() == ["EVALSHA"]
+    assert [w[2] for w in history["d"]["writes"]] == [f"write {i}" for i in range(1, 30)]
+    assert history["messages"]["seed"] == seed["channel_values"]["messages"]
