@@ -292,3 +292,52 @@ def test_a_durable_writer_follows_a_fail_over_without_help(tmp_path, kind: str) 
         assert len(acknowledged) == 20
         stored = {t.checkpoint["id"] for t in RedisSaver(url, prefix="fo:").list({"configurable": {"thread_id": "t"}})}
         assert set(acknowledged) <= stored
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_durable_writes_follow_ask_then_moved_step_by_step(cluster_url: str, kind: str) -> None:
+    """The keys move first (the old owner then answers ASK for every write), then the slot
+    (MOVED): a durable writer follows both, through the new owner's own pipeline."""
+    import asyncio
+
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    thread = f"asked-{kind}"
+    saver = (RedisSaver if kind == "sync" else AsyncRedisSaver)(cluster_url, prefix="ask:", durability="aof")
+    keys = saver.engine.keys(thread)
+    ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]
+    nodes = {p: redis.Redis(port=p) for p in ports}
+    slot = nodes[ports[0]].execute_command("CLUSTER", "KEYSLOT", keys.data)
+    owner = saver._conn.sync.get_node_from_key(keys.data).port
+    target = next(p for p in ports if p != owner)
+    ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in nodes.items()}
+    cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    written: list[str] = []
+
+    async def put(n: int) -> None:
+        nonlocal cfg
+        for _ in range(n):
+            cp = empty_checkpoint()
+            cp["channel_values"] = {"n": len(written)}
+            cp["channel_versions"] = {"n": len(written) + 1}
+            args = (cfg, cp, {}, {"n": len(written) + 1})
+            cfg = await saver.aput(*args) if kind == "async" else saver.put(*args)
+            written.append(cp["id"])
+
+    async def scenario() -> None:
+        await put(5)
+        nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+        nodes[owner].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        moving = nodes[owner].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        nodes[owner].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *moving)
+        await put(5)  # the old owner has no key of the slot now: ASK
+        for c in nodes.values():
+            c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        await put(5)  # the slot map is stale: MOVED
+        if kind == "async":
+            await saver.aclose()
+
+    asyncio.run(scenario())
+    assert nodes[target].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) >= 2
+    reader = RedisSaver(cluster_url, prefix="ask:")
+    assert [t.checkpoint["id"] for t in reader.list({"configurable": {"thread_id": thread}})] == written[::-1]
