@@ -60,3 +60,15 @@ def test_prune_keep_latest_keeps_delta_state(url: str, prefix: str) -> None:
     assert [m.content for m in graph(saver).get_state(cfg).values["messages"]] == expected(17)
     graph(saver).invoke({"messages": [HumanMessage(content="turn 17")]}, cfg)  # and it goes on
     assert [m.content for m in graph(saver).get_state(cfg).values["messages"]] == expected(18)
+
+
+def test_delta_snapshots_are_stored_by_item_not_as_whole_copies(url: str, prefix: str, client) -> None:
+    """Every snapshot repeats the whole history; stored by item it costs 16 bytes a message."""
+    saver = RedisSaver(url, prefix=prefix)
+    cfg = chat(saver, 30)
+    data = saver.engine.keys("delta").data
+    values = [client.hget(data, f) for f in client.hkeys(data) if f.startswith(b"b:")]
+    snapshots = [v for v in values if v.startswith(b"L") and v.endswith(b"|delta")]
+    assert len(snapshots) >= 5  # snapshot_frequency=10, two updates a turn
+    assert max(map(len, values)) < 200  # no value holds a copy of the history
+    assert [m.content for m in graph(RedisSaver(url, prefix=prefix)).get_state(cfg).values["messages"]] == expected(30)

@@ -18,7 +18,7 @@ from .elements import KnownElements, address
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
-from .records import DURABILITY, Snapshot, Stored, ThreadStats, Write, check_keep_last
+from .records import DURABILITY, Snapshot, Stored, TaggedList, ThreadStats, Write, check_keep_last
 
 __all__ = ["Engine", "LIST_MIN_ITEMS", "PAGE"]
 
@@ -121,10 +121,11 @@ class Engine:
                 continue
             what = f"the value of channel {channel!r}"
             vfield = K.value_field(ns, channel, snap.versions[channel])
-            if type(value) is list and len(value) >= LIST_MIN_ITEMS:
-                digests, items = self._items(snap.thread_id, value, what)
+            kind, listed = (value.kind, value.items) if isinstance(value, TaggedList) else ("", value)
+            if type(listed) is list and (len(listed) >= LIST_MIN_ITEMS or kind):
+                digests, items = self._items(snap.thread_id, listed, what)
                 elements.update(items)
-                args += ("L", vfield, setnx, K.log_base(ns, channel), digests)
+                args += ("L", vfield, setnx, K.log_base(ns, channel), digests, kind)
             else:
                 args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
         return args, elements
@@ -460,6 +461,8 @@ class Engine:
 
     def _value(self, stored: bytes | list) -> Any:
         if isinstance(stored, list):
+            if stored and stored[0] is not None and stored[0][:1] == b"\0":  # a TaggedList
+                return TaggedList(stored[0][1:].decode(), self.codec.load_list(stored[1:]))
             return self.codec.load_list(stored)
         return self.codec.load(stored[1:])
 

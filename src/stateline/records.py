@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import InvalidInput
 
-__all__ = ["Snapshot", "Write", "Stored", "ThreadStats", "DURABILITY", "ttl_ms", "check_keep_last"]
+__all__ = ["Snapshot", "TaggedList", "Write", "Stored", "ThreadStats", "DURABILITY", "ttl_ms", "check_keep_last"]
 
 # What a write waits for before it returns: (command, local AOF fsyncs, replicas).
 DURABILITY: dict[str, tuple[str, int, int] | None] = {
@@ -42,6 +42,15 @@ class Snapshot:
     # The id the adapter knows the checkpoint by, when it orders checkpoints by another one
     # (the seed API orders by created_at): get, list(before=), delete and expect accept it.
     alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedList:
+    """A list inside a wrapper the engine does not know (LangGraph's ``_DeltaSnapshot``):
+    its items are stored by content like any list, and ``kind`` names the wrapper."""
+
+    kind: str
+    items: list[Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,11 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.types import _DeltaSnapshot  # DeltaChannel's snapshot (beta)
 
+from ..engine import LIST_MIN_ITEMS
 from ..errors import InvalidInput
-from ..records import Snapshot, Stored, Write
+from ..records import Snapshot, Stored, TaggedList, Write
 
 SPECIAL_CHANNELS = frozenset(WRITES_IDX_MAP)
 _MISSING = object()
@@ -86,11 +88,28 @@ def snapshot(
         header={k: v for k, v in checkpoint.items() if k != "channel_values"},
         metadata=md,
         versions=versions,
-        values=to_write,
+        values={ch: _wrapped(v) for ch, v in to_write.items()},
         keep_existing=not new_versions,
         run_id=None if run_id is None else str(run_id),
         delta_channels=tuple(md.get("counters_since_delta_snapshot") or ()),
     )
+
+
+_DELTA = "delta"
+
+
+def _wrapped(value: Any) -> Any:
+    """A DeltaChannel snapshot's list is stored by item, like any list (so a snapshot costs
+    16 bytes per message already stored, not the whole history again)."""
+    if isinstance(value, _DeltaSnapshot) and type(value.value) is list and len(value.value) >= LIST_MIN_ITEMS:
+        return TaggedList(_DELTA, value.value)
+    return value
+
+
+def unwrapped(value: Any) -> Any:
+    if isinstance(value, TaggedList) and value.kind == _DELTA:
+        return _DeltaSnapshot(value.items)
+    return value
 
 
 def writes(writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> list[Write]:
@@ -118,7 +137,7 @@ def sorted_writes(stored: list[Write]) -> list[Write]:
 
 
 def checkpoint_tuple(s: Stored) -> CheckpointTuple:
-    checkpoint: Any = {**s.header, "channel_values": s.values}
+    checkpoint: Any = {**s.header, "channel_values": {ch: unwrapped(v) for ch, v in s.values.items()}}
     parent = config_of(s.thread_id, s.ns, s.parent_id) if s.parent_id else None
     pending = [(w.task_id, w.channel, w.value) for w in sorted_writes(s.writes)]
     return CheckpointTuple(config_of(s.thread_id, s.ns, s.checkpoint_id), checkpoint, s.metadata, parent, pending)

@@ -234,7 +234,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
         for ch, (writes, seed, seeded) in found.items():
             entry: DeltaChannelHistory = {"writes": [(w.task_id, w.channel, w.value) for w in writes]}
             if seeded:
-                entry["seed"] = seed
+                entry["seed"] = cv.unwrapped(seed)
             out[ch] = entry
         return out
 

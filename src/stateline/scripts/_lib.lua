@@ -60,12 +60,16 @@ local function items_of(digests, n)
   return hmget(fields)
 end
 
--- A list value is stored as 'L<n>:<log field>': the first n digests of that log.
+-- A list value is stored as 'L<n>:<log field>[|<kind>]': the first n digests of that log.
+-- A kind (a wrapper the adapter puts around the list) comes back as a first element
+-- '\0<kind>' (an item never starts with \0: its type name comes first).
 local function read_blob(field)
   local v = redis.call('HGET', D, field)
   if not v or string.byte(v, 1) ~= 76 then return v end  -- 76 = 'L'
-  local n, log = string.match(v, '^L(%d+):(.*)$')
-  return items_of(redis.call('HGET', D, log) or '', tonumber(n))
+  local n, log, kind = string.match(v, '^L(%d+):([^|]*)|?(.*)$')
+  local items = items_of(redis.call('HGET', D, log) or '', tonumber(n))
+  if kind ~= '' then table.insert(items, 1, '\0' .. kind) end
+  return items
 end
 
 -- A write whose value is a list of items stored by digest: 'W<n>:<16n digest bytes><record>'.
@@ -221,7 +225,7 @@ local function sweep()
   for _, f in ipairs(refs) do
     local v = redis.call('HGET', D, f)
     if v and string.byte(v, 1) == 76 then
-      local log = string.match(v, '^L%d+:(.*)$')
+      local log = string.match(v, '^L%d+:([^|]*)')
       if not logs[log] then
         logs[log] = true
         mark(redis.call('HGET', D, log) or '')

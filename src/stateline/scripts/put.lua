@@ -4,7 +4,8 @@
 --       expected head ('' = don't check, '-' = namespace must be empty, else a cid),
 --       n_elements, then n_elements pairs (digest, bytes),
 --       then per channel value: 'v', field, setnx('1'/'0'), bytes
---                            or 'L', field, setnx, log base 'l:<ns>:<ch>', digests (16 bytes each)
+--                            or 'L', field, setnx, log base 'l:<ns>:<ch>', digests (16 bytes each),
+--                               kind ('' or the name of the wrapper around the list)
 -- Reply: {'ok', first checkpoint of the thread (1/0), first checkpoint of this run in the thread (1/0)},
 --        {'conflict', head cid or ''}, or {'missing', digest...} when a list refers to
 --        elements neither sent nor stored (nothing is written then).
@@ -44,11 +45,11 @@ while i <= #ARGV do
   if ARGV[i] == 'v' then
     i = i + 4
   else
-    local field, setnx, base, digests = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    local field, setnx, base, digests, kind = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
     if not (setnx == '1' and redis.call('HEXISTS', D, field) == 1) then
       local tip = redis.call('HGET', D, 't:' .. string.sub(base, 3))
       local log = tip and redis.call('HGET', D, base .. ':' .. tip)
-      local plan = {field = field, n = #digests / 16}
+      local plan = {field = field, n = #digests / 16, kind = kind ~= '' and ('|' .. kind) or ''}
       if log and #digests <= #log and string.sub(log, 1, #digests) == digests then
         plan.log = base .. ':' .. tip                        -- a prefix of the log: reuse
       elseif log and #digests > #log and string.sub(digests, 1, #log) == log then
@@ -60,7 +61,7 @@ while i <= #ARGV do
       end
       lists[#lists + 1] = plan
     end
-    i = i + 5
+    i = i + 6
   end
 end
 if #missing > 0 then
@@ -76,13 +77,13 @@ while i <= #ARGV do
     else redis.call('HSET', D, ARGV[i + 1], ARGV[i + 3]) end
     i = i + 4
   else
-    i = i + 5
+    i = i + 6
   end
 end
 for _, p in ipairs(lists) do
   if p.counter then p.log = p.base .. ':' .. redis.call('HINCRBY', D, p.counter, 1) end
   if p.content then redis.call('HSET', D, p.log, p.content) end
-  redis.call('HSET', D, p.field, 'L' .. p.n .. ':' .. p.log)
+  redis.call('HSET', D, p.field, 'L' .. p.n .. ':' .. p.log .. p.kind)
 end
 
 -- A thread with no checkpoint yet may be missing from the discovery index (deleted or
