@@ -169,3 +169,13 @@ def test_retention_settings_are_checked(url: str, prefix: str) -> None:
         saver.prune(["t"], keep_last=0)
     assert RedisSaver(url, prefix=prefix, ttl={"default_ttl": 0}).engine.ttl_ms == 0  # the peer: no TTL
     assert RedisSaver(url, prefix=prefix, ttl={"default_ttl": 2}).engine.ttl_ms == 120_000
+
+
+def test_list_of_every_thread_pages_through_the_discovery_index(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    for i in range(1_100):  # more than two pages of 500
+        saver.put(root(f"thread-{i:04d}"), cp(i), {}, {"a": 1})
+    saver.delete_thread("thread-0499")  # a page boundary, and a gap
+    every = [t.config["configurable"]["thread_id"] for t in saver.list(None)]
+    assert len(every) == 1_099 and len(set(every)) == 1_099 and "thread-0499" not in every
+    assert [t.checkpoint["channel_values"]["a"] for t in saver.list(None, limit=3)] == [0, 1, 2]

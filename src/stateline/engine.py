@@ -299,23 +299,27 @@ class Engine:
         """Thread ids from the discovery index (at most ``limit``), dropping entries whose
         data is gone. Two round trips per page of 500 ids."""
         found: list[str] = []
-        bound = "-"
-        while limit is None or len(found) < limit:
-            members = yield Command(("ZRANGEBYLEX", self.schema.threads, bound, "+", "LIMIT", 0, THREAD_PAGE))
-            if not members:
-                break
-            bound = "(" + _text(members[-1])
-            ids = [dec(m) for m in members]
-            exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
-            gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
-            if gone:
-                yield Command(("ZREM", self.schema.threads, *gone))
-                for t in gone:
-                    self._forget(dec(t))
-            found += [t for t, alive in zip(ids, exists, strict=True) if alive]
-            if len(members) < THREAD_PAGE:
-                break
+        bound: str | None = "-"
+        while bound is not None and (limit is None or len(found) < limit):
+            page, bound = yield from self.thread_page(bound)
+            found += page
         return found if limit is None else found[:limit]
+
+    def thread_page(self, bound: str = "-") -> Plan[tuple[list[str], str | None]]:
+        """One page of live thread ids from ``bound`` on, and the bound of the next page
+        (None after the last)."""
+        members = yield Command(("ZRANGEBYLEX", self.schema.threads, bound, "+", "LIMIT", 0, THREAD_PAGE))
+        if not members:
+            return [], None
+        ids = [dec(m) for m in members]
+        exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
+        gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
+        if gone:
+            yield Command(("ZREM", self.schema.threads, *gone))
+            for t in gone:
+                self._forget(dec(t))
+        live = [t for t, alive in zip(ids, exists, strict=True) if alive]
+        return live, (None if len(members) < THREAD_PAGE else "(" + _text(members[-1]))
 
     def delta_history(
         self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]

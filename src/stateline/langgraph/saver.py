@@ -212,15 +212,16 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     def _search(self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None) -> Plan[None]:
         before_id = cv.before_id(before)
-        if config is None:
-            select = cv.matcher(filter, None)
-            remaining = limit
-            for thread_id in (yield from self._engine.threads()):
-                n = yield from self._engine.list(thread_id, None, before=before_id, select=select, limit=remaining)
-                if remaining is not None:
-                    remaining -= n
-                    if remaining <= 0:
-                        return
+        if config is None:  # every thread, a page of the discovery index at a time
+            select, remaining, bound = cv.matcher(filter, None), limit, "-"
+            while bound is not None:
+                threads, bound = yield from self._engine.thread_page(bound)
+                for thread_id in threads:
+                    n = yield from self._engine.list(thread_id, None, before=before_id, select=select, limit=remaining)
+                    if remaining is not None:
+                        remaining -= n
+                        if remaining <= 0:
+                            return
             return
         thread_id, ns, cid = cv.ids(config)
         yield from self._engine.list(thread_id, ns, before=before_id, select=cv.matcher(filter, cid), limit=limit)
