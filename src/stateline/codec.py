@@ -9,6 +9,7 @@ cannot read). Write records are one msgpack array starting with the format versi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import ormsgpack
@@ -47,6 +48,13 @@ def unpack_record(data: bytes) -> tuple[Any, Any]:
     return unpack(data[4 : 4 + n]), unpack(data[4 + n :])
 
 
+_MSGPACK = b"msgpack\0"  # the type tag of nearly every value, prefixed once
+
+
+def _unserializable(what: str, exc: Exception) -> SerializationError:
+    return SerializationError(f"{what} cannot be serialized: {exc}")
+
+
 def _array_header(n: int) -> bytes:
     if n < 16:
         return bytes([0x90 | n])
@@ -68,16 +76,30 @@ class ValueCodec:
         try:
             typ, data = self.serde.dumps_typed(value)
         except Exception as exc:  # serdes raise TypeError, ValueError or their own errors
-            raise SerializationError(f"{what} cannot be serialized: {exc}") from exc
+            raise _unserializable(what, exc) from exc
         if len(data) > self.max_bytes:
-            raise SerializationError(
-                f"{what} is {len(data)} bytes serialized, over the limit of {self.max_bytes}"
-            )
+            raise self._oversized(what, data)
         return typ, data
 
     def dump(self, value: Any, what: str) -> bytes:
-        typ, data = self.dumps(value, what)
-        return typ.encode() + b"\0" + data
+        return self.dump_all((value,), what)[0]
+
+    def dump_all(self, values: Iterable[Any], what: str) -> list[bytes]:
+        """``<type>\\0<bytes>`` of each value. The hot loop of a put (every item of a chat's
+        message list, every put): one serde call per value, no wrapper layers."""
+        dumps, limit, out = self.serde.dumps_typed, self.max_bytes, []
+        for value in values:
+            try:
+                typ, data = dumps(value)
+            except Exception as exc:  # as in dumps
+                raise _unserializable(what, exc) from exc
+            if len(data) > limit:
+                raise self._oversized(what, data)
+            out.append((_MSGPACK if typ == "msgpack" else typ.encode() + b"\0") + data)
+        return out
+
+    def _oversized(self, what: str, data: bytes) -> SerializationError:
+        return SerializationError(f"{what} is {len(data)} bytes serialized, over the limit of {self.max_bytes}")
 
     def loads(self, typ: str, data: bytes) -> Any:
         try:

@@ -15,11 +15,8 @@ from collections import OrderedDict
 from typing import Any
 
 from .codec import ValueCodec
-from .errors import SerializationError
 
 __all__ = ["KnownElements", "address", "digest"]
-
-_MSGPACK = b"msgpack\0"
 
 
 def digest(data: bytes) -> bytes:
@@ -73,15 +70,8 @@ class KnownElements:
 def address(codec: ValueCodec, items: list[Any], what: str, known: dict[bytes, bytes]) -> tuple[bytes, dict[bytes, bytes]]:
     """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes."""
     digests, elements = [], {}
-    dumps, hashed, limit = codec.serde.dumps_typed, known.get, codec.max_bytes
-    for item in items:  # the hot loop of a put: codec.dump inlined
-        try:
-            typ, data = dumps(item)
-        except Exception as exc:  # serdes raise TypeError, ValueError or their own errors
-            raise SerializationError(f"{what} cannot be serialized: {exc}") from exc
-        data = (_MSGPACK if typ == "msgpack" else typ.encode() + b"\0") + data
-        if len(data) > limit:
-            raise SerializationError(f"{what} is {len(data)} bytes serialized, over the limit of {limit}")
+    hashed = known.get
+    for data in codec.dump_all(items, what):
         d = hashed(data) or digest(data)
         digests.append(d)
         elements[d] = data
