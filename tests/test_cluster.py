@@ -109,13 +109,7 @@ def test_a_live_thread_survives_the_migration_of_its_slot(cluster_url: str, dura
 
     thread = f"migrating-{durability}"  # a slot of its own per run
     saver = RedisSaver(cluster_url, prefix=f"m{uuid.uuid4().hex[:6]}:", durability=durability)
-    keys = saver.engine.keys(thread)
-    ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]
-    nodes = {p: redis.Redis(port=p) for p in ports}
-    slot = nodes[ports[0]].execute_command("CLUSTER", "KEYSLOT", keys.data)
-    owner = saver._conn.sync.get_node_from_key(keys.data).port
-    target = next(p for p in ports if p != owner)
-    ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in nodes.items()}
+    nodes, slot, owner, target, ids = _a_move(cluster_url, saver, thread)
 
     acknowledged: list[str] = []
     started, done = threading.Event(), threading.Event()
@@ -304,13 +298,7 @@ def test_durable_writes_follow_ask_then_moved_step_by_step(cluster_url: str, kin
 
     thread = f"asked-{kind}"
     saver = (RedisSaver if kind == "sync" else AsyncRedisSaver)(cluster_url, prefix="ask:", durability="aof")
-    keys = saver.engine.keys(thread)
-    ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]
-    nodes = {p: redis.Redis(port=p) for p in ports}
-    slot = nodes[ports[0]].execute_command("CLUSTER", "KEYSLOT", keys.data)
-    owner = saver._conn.sync.get_node_from_key(keys.data).port
-    target = next(p for p in ports if p != owner)
-    ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in nodes.items()}
+    nodes, slot, owner, target, ids = _a_move(cluster_url, saver, thread)
     cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
     written: list[str] = []
 
@@ -341,3 +329,16 @@ def test_durable_writes_follow_ask_then_moved_step_by_step(cluster_url: str, kin
     assert nodes[target].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) >= 2
     reader = RedisSaver(cluster_url, prefix="ask:")
     assert [t.checkpoint["id"] for t in reader.list({"configurable": {"thread_id": thread}})] == written[::-1]
+
+
+def _a_move(cluster_url: str, saver: RedisSaver, thread: str) -> tuple[dict[int, redis.Redis], int, int, int, dict[int, str]]:
+    """What moving a thread's slot needs: a client per master, the slot, the port of the
+    master that owns it, another master to move it to, and every master's node id."""
+    ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]
+    nodes = {p: redis.Redis(port=p) for p in ports}
+    data = saver.engine.keys(thread).data
+    slot = nodes[ports[0]].execute_command("CLUSTER", "KEYSLOT", data)
+    owner = saver._conn.sync.get_node_from_key(data).port
+    target = next(p for p in ports if p != owner)
+    ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in nodes.items()}
+    return nodes, slot, owner, target, ids
