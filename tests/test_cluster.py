@@ -247,7 +247,9 @@ def test_a_durability_wait_shares_the_connection_of_its_write(cluster_url: str, 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_durable_writer_follows_a_fail_over_without_help(tmp_path, kind: str) -> None:
     """durability="aof": the thread's master is SIGKILLed and stays down; once its replica
-    is promoted the writer's next puts reach it (the slot map is learnt again)."""
+    is promoted the writer's next puts reach it (the slot map is learnt again) and stay.
+    ("aof" fsyncs on the master only, so puts acknowledged before the fail-over may be
+    lost with it; surviving a fail-over is durability="replica", tested above.)"""
     import asyncio
     import signal
     import time
@@ -285,7 +287,7 @@ def test_a_durable_writer_follows_a_fail_over_without_help(tmp_path, kind: str) 
         asyncio.run(write(20, time.monotonic() + 90))
         assert len(acknowledged) == 20
         stored = {t.checkpoint["id"] for t in RedisSaver(url, prefix="fo:").list({"configurable": {"thread_id": "t"}})}
-        assert set(acknowledged) <= stored
+        assert set(acknowledged[10:]) <= stored
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
