@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import runner
-from .codec import ValueCodec
+from .codec import FINGERPRINT_PLAIN, ValueCodec
 from .connection import Connection
 from .elements import digest
 from .engine import PAGE, Engine
@@ -219,6 +219,11 @@ def _serde(types: Iterable[type], serde: Any) -> Any:
     return serde if serde is not None else Serde(types)
 
 
+def _codec(serde: Any) -> ValueCodec:
+    # stateline's Serde stores plain data as itself, so list items are recognised by it.
+    return ValueCodec(serde, fingerprint=FINGERPRINT_PLAIN if type(serde) is Serde else None)
+
+
 # -- the protocol -------------------------------------------------------------------------
 
 
@@ -304,7 +309,7 @@ class _RedisPlans:
         url, sync_client, async_client = _split_target(redis_url, client)
         self.serde = _serde(types, serde)
         self._engine = Engine(
-            ValueCodec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl), index_every_put=True
+            _codec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl), index_every_put=True
         )
         self._conn = Connection(url, client=sync_client, aclient=async_client, data_dir=data_dir, **redis_options)
 
@@ -437,7 +442,7 @@ class MemoryCheckpointer(BaseCheckpointer):
         self._ttl = None if ttl is None else ttl_ms(ttl) / 1000
         self._keep_last = keep_last
         self.serde = _serde(types, serde)
-        self._codec = ValueCodec(self.serde)
+        self._codec = _codec(self.serde)
         self._sessions: dict[str, dict[str, _Record]] = {}
         self._expires: dict[str, float] = {}
         self._lock = threading.Lock()

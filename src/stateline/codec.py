@@ -16,10 +16,28 @@ import ormsgpack
 
 from .errors import SerializationError, StoredDataError
 
-__all__ = ["Serde", "ValueCodec", "FORMAT", "pack", "unpack", "pack_record", "unpack_record"]
+__all__ = [
+    "Serde", "ValueCodec", "FORMAT", "FINGERPRINT_PLAIN", "FINGERPRINT_PYDANTIC",
+    "pack", "unpack", "pack_record", "unpack_record",
+]  # fmt: skip
 
 FORMAT = 1
 MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
+
+# ormsgpack options of an item's fingerprint (elements.ItemCache): plain data only, every
+# other type refused, so that equal fingerprints mean equal content of equal types.
+FINGERPRINT_PLAIN = (
+    ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
+# ...and pydantic models by their fields (and extras), for serdes that store a model as
+# its model_dump(), like LangGraph's JsonPlusSerializer.
+FINGERPRINT_PYDANTIC = FINGERPRINT_PLAIN | ormsgpack.OPT_SERIALIZE_PYDANTIC
 
 
 class Serde(Protocol):
@@ -64,13 +82,18 @@ def _array_header(n: int) -> bytes:
 
 
 class ValueCodec:
-    """Serializes values with a LangGraph-style serde (``dumps_typed``/``loads_typed``)."""
+    """Serializes values with a LangGraph-style serde (``dumps_typed``/``loads_typed``).
 
-    __slots__ = ("serde", "max_bytes")
+    ``fingerprint``: the FINGERPRINT_* options under which the serde's output for a list
+    item is a function of the item's type and fingerprint (None: no such promise, every
+    item is serialized on every put)."""
 
-    def __init__(self, serde: Serde, max_bytes: int = MAX_VALUE_BYTES) -> None:
+    __slots__ = ("serde", "max_bytes", "fingerprint")
+
+    def __init__(self, serde: Serde, max_bytes: int = MAX_VALUE_BYTES, *, fingerprint: int | None = None) -> None:
         self.serde = serde
         self.max_bytes = max_bytes
+        self.fingerprint = fingerprint
 
     def dumps(self, value: Any, what: str) -> tuple[str, bytes]:
         try:

@@ -1,10 +1,16 @@
-"""List items stored by content: their digests, and what this process knows is stored.
+"""List items stored by content: their digests, and what this process knows about them.
 
 A list value (a chat's messages) is stored as one element per item, keyed by a digest of
 the item's serialized bytes, so a message is kept once per thread however many versions
-of the list refer to it. Every item is serialized on every put ("strict": LangGraph
-mutates messages in place, so object identity proves nothing); the digest of bytes seen
-before is looked up instead of computed again.
+of the list refer to it.
+
+Every put hands over the whole list again, and LangGraph lets nodes mutate messages in
+place, so object identity proves nothing about an item. Its content does: ``ItemCache``
+keys each item by a fingerprint, ormsgpack's native encoding of the item's plain data
+(pydantic fields read directly, for serdes whose output is a function of them), which is
+several times cheaper than the serde's own path. An item whose fingerprint (and type) was
+seen before reuses the bytes and digest computed then; anything the fingerprint cannot
+render exactly (datetimes, tuples, enums, subclasses, big ints...) is serialized afresh.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+import ormsgpack
+
 from .codec import ValueCodec
 
-__all__ = ["KnownElements", "address", "digest"]
+__all__ = ["ItemCache", "KnownElements", "digest"]
 
 
 def digest(data: bytes) -> bytes:
@@ -24,38 +32,93 @@ def digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-class KnownElements:
-    """Per thread: the items (bytes -> digest) this process stored or saw stored, within a
-    byte budget (least recently used threads go first). A stale entry is safe: the script
-    answers 'missing' for an item it does not have, and the plan sends it."""
+def _not_plain(obj: Any) -> Any:
+    raise TypeError(f"{type(obj).__name__} has no exact fingerprint")
 
-    def __init__(self, budget_bytes: int = 64 * 1024 * 1024) -> None:
+
+class ItemCache:
+    """fingerprint -> (type, digest, serialized bytes) of list items, for one codec.
+
+    Bounded by bytes in two generations: when the young one is full it becomes the old one
+    and the oldest is dropped; a hit in the old generation moves the entry back."""
+
+    def __init__(self, codec: ValueCodec, budget_bytes: int = 64 * 1024 * 1024) -> None:
+        self.codec = codec
+        self.options = codec.fingerprint
         self.budget = budget_bytes
-        self.size = 0
-        self._threads: OrderedDict[str, dict[bytes, bytes]] = OrderedDict()
+        self._young: dict[bytes, tuple[type, bytes, bytes]] = {}
+        self._old: dict[bytes, tuple[type, bytes, bytes]] = {}
+        self._size = 0
         self._lock = threading.Lock()  # a sync saver is shared by LangGraph's worker threads
 
-    def of(self, thread_id: str) -> dict[bytes, bytes]:
-        """A read-only view for one put: a copy, so other threads may add meanwhile."""
+    def address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
+        """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes."""
+        if self.options is None:
+            data = self.codec.dump_all(items, what)
+            digests = [digest(d) for d in data]
+            return b"".join(digests), dict(zip(digests, data, strict=True))
+        packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
+        digests, elements, learned = [], {}, []
+        for item in items:
+            try:
+                fp = packb(item, default=_not_plain, option=options)
+            except (TypeError, ormsgpack.MsgpackEncodeError):
+                fp = None  # no exact fingerprint: the serde decides, every time
+            entry = None if fp is None else (young.get(fp) or old.get(fp))
+            if entry is None or entry[0] is not type(item):
+                data = self.codec.dump(item, what)
+                entry = (type(item), digest(data), data)
+                if fp is not None:
+                    learned.append((fp, entry))
+            elif fp not in young:
+                learned.append((fp, entry))
+            digests.append(entry[1])
+            elements[entry[1]] = entry[2]
+        if learned:
+            self._learn(learned)
+        return b"".join(digests), elements
+
+    def _learn(self, entries: list[tuple[bytes, tuple[type, bytes, bytes]]]) -> None:
+        with self._lock:
+            for fp, entry in entries:
+                if fp not in self._young:
+                    self._young[fp] = entry
+                    self._size += len(fp) + len(entry[2])
+            if self._size > self.budget // 2:
+                self._old, self._young, self._size = self._young, {}, 0
+
+
+class KnownElements:
+    """Per thread: the digests of items this process stored or saw stored there, within a
+    budget of entries (least recently used threads go first). A stale entry is safe: the
+    script answers 'missing' for an item it does not have, and the plan sends it."""
+
+    def __init__(self, budget: int = 1_000_000) -> None:
+        self.budget = budget
+        self.size = 0
+        self._threads: OrderedDict[str, set[bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, thread_id: str) -> set[bytes] | frozenset[bytes]:
+        """The thread's known digests, for membership tests (other threads may add meanwhile)."""
         with self._lock:
             known = self._threads.get(thread_id)
             if known is None:
-                return {}
+                return frozenset()
             self._threads.move_to_end(thread_id)
-            return dict(known)
+            return known
 
-    def add(self, thread_id: str, elements: dict[bytes, bytes]) -> None:
-        """Records ``elements`` (digest -> bytes) as stored in the thread."""
+    def add(self, thread_id: str, digests: Any) -> None:
+        """Records ``digests`` as stored in the thread."""
         with self._lock:
-            known = self._threads.setdefault(thread_id, {})
+            known = self._threads.setdefault(thread_id, set())
             self._threads.move_to_end(thread_id)
-            for d, data in elements.items():
-                if data not in known:
-                    known[data] = d
-                    self.size += len(data)
+            before = len(known)
+            known.update(digests)
+            self.size += len(known) - before
             while self.size > self.budget and len(self._threads) > 1:
                 _, dropped = self._threads.popitem(last=False)
-                self.size -= sum(map(len, dropped))
+                self.size -= len(dropped)
 
     def forget(self, thread_id: str | None = None) -> None:
         """Forgets one thread (or every thread)."""
@@ -64,15 +127,4 @@ class KnownElements:
             for t in gone:
                 dropped = self._threads.pop(t, None)
                 if dropped:
-                    self.size -= sum(map(len, dropped))
-
-
-def address(codec: ValueCodec, items: list[Any], what: str, known: dict[bytes, bytes]) -> tuple[bytes, dict[bytes, bytes]]:
-    """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes."""
-    digests, elements = [], {}
-    hashed = known.get
-    for data in codec.dump_all(items, what):
-        d = hashed(data) or digest(data)
-        digests.append(d)
-        elements[d] = data
-    return b"".join(digests), elements
+                    self.size -= len(dropped)

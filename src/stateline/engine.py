@@ -14,7 +14,7 @@ from typing import Any
 
 from . import keys as K
 from .codec import FORMAT, ValueCodec, pack, pack_record, unpack, unpack_record
-from .elements import KnownElements, address
+from .elements import ItemCache, KnownElements
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
@@ -69,7 +69,9 @@ class Engine:
         self.durability = durability
         self._wait = DURABILITY[durability]
         self._wait_timeout = durability_timeout_ms
-        # List items known to be stored per thread, so a put sends (and hashes) only new ones.
+        # List items already serialized (by content), and those known to be stored per
+        # thread, so a put serializes and sends only new ones.
+        self._items_cache = ItemCache(codec)
         self._known = KnownElements()
         self._registered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         # The cache above cannot see a thread expire or another process delete it; with
@@ -123,7 +125,7 @@ class Engine:
             vfield = K.value_field(ns, channel, snap.versions[channel])
             kind, listed = (value.kind, value.items) if isinstance(value, TaggedList) else ("", value)
             if type(listed) is list and (len(listed) >= LIST_MIN_ITEMS or kind):
-                digests, items = self._items(snap.thread_id, listed, what)
+                digests, items = self._items(listed, what)
                 elements.update(items)
                 args += ("L", vfield, setnx, K.log_base(ns, channel), digests, kind)
             else:
@@ -147,8 +149,8 @@ class Engine:
             ],
         )
 
-    def _items(self, thread_id: str, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
-        return address(self.codec, value, f"an item of {what}", self._known.of(thread_id))
+    def _items(self, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
+        return self._items_cache.address(value, f"an item of {what}")
 
     def _with_elements(
         self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Command, ...] = ()
@@ -156,7 +158,7 @@ class Engine:
         """Sends ``call(sent, n)`` with the list elements not known to be stored yet. A stale
         cache is safe: the script answers 'missing' (writing nothing) and we send those."""
         known = self._known.of(thread_id)
-        to_send = {d: b for d, b in elements.items() if b not in known}
+        to_send = {d: b for d, b in elements.items() if d not in known}
         for _attempt in range(3):
             reply = yield from self._send(call([x for pair in to_send.items() for x in pair], len(to_send)), before)
             if not (isinstance(reply, list) and reply and _text(reply[0]) == "missing"):
@@ -224,7 +226,7 @@ class Engine:
         elements: dict[bytes, bytes] = {}
         for w in writes:
             what = f"the write to channel {w.channel!r}"
-            value = self._write_value(thread_id, w, what, elements)
+            value = self._write_value(w, what, elements)
             overwrite = "1" if w.channel in special else "0"
             args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, value)
         if not args:
@@ -236,11 +238,11 @@ class Engine:
 
         yield from self._with_elements(thread_id, elements, call)
 
-    def _write_value(self, thread_id: str, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
+    def _write_value(self, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
         """A write record; a list of sizeable items (messages) refers to its items by digest,
         so a message stored in a write and in the channel's list is kept once."""
         if type(w.value) is list and w.value:
-            digests, items = self._items(thread_id, w.value, what)
+            digests, items = self._items(w.value, what)
             if sum(map(len, items.values())) >= WRITE_LIST_MIN_BYTES:
                 elements.update(items)
                 record = pack([FORMAT, w.task_id, w.channel, LIST_TYPE, b"", w.task_path, w.idx])

@@ -22,9 +22,10 @@ from langgraph.checkpoint.base import (
     SerializerProtocol,
 )
 from langgraph.checkpoint.serde.base import maybe_add_typed_methods
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from .. import runner
-from ..codec import MAX_VALUE_BYTES, ValueCodec
+from ..codec import FINGERPRINT_PYDANTIC, MAX_VALUE_BYTES, ValueCodec
 from ..connection import Connection
 from ..engine import Engine
 from ..errors import InvalidInput
@@ -143,7 +144,11 @@ class RedisSaver(BaseCheckpointSaver[str]):
     @serde.setter
     def serde(self, value: SerializerProtocol) -> None:
         self._serde = maybe_add_typed_methods(value)
-        self._engine = Engine(ValueCodec(self._serde, self._max_value_bytes), **self._settings)
+        # JsonPlusSerializer stores a pydantic model as its model_dump(): a function of its
+        # fields, so list items (messages) can be recognised by them (elements.ItemCache).
+        fingerprint = FINGERPRINT_PYDANTIC if type(self._serde) is JsonPlusSerializer else None
+        codec = ValueCodec(self._serde, self._max_value_bytes, fingerprint=fingerprint)
+        self._engine = Engine(codec, **self._settings)
 
     _serde: SerializerProtocol = BaseCheckpointSaver.serde  # the class default
     _max_value_bytes: int = MAX_VALUE_BYTES
