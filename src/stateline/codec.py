@@ -69,6 +69,10 @@ def unpack_record(data: bytes) -> tuple[Any, Any]:
 _MSGPACK = b"msgpack\0"  # the type tag of nearly every value, prefixed once
 
 
+def _tagged(typ: str, data: bytes) -> bytes:
+    return (_MSGPACK if typ == "msgpack" else typ.encode() + b"\0") + data
+
+
 def _unserializable(what: str, exc: Exception) -> SerializationError:
     return SerializationError(f"{what} cannot be serialized: {exc}")
 
@@ -105,7 +109,8 @@ class ValueCodec:
         return typ, data
 
     def dump(self, value: Any, what: str) -> bytes:
-        return self.dump_all((value,), what)[0]
+        """``<type>\\0<bytes>`` of one value."""
+        return _tagged(*self.dumps(value, what))
 
     def dump_all(self, values: Iterable[Any], what: str) -> list[bytes]:
         """``<type>\\0<bytes>`` of each value. The hot loop of a put (every item of a chat's
@@ -118,7 +123,7 @@ class ValueCodec:
                 raise _unserializable(what, exc) from exc
             if len(data) > limit:
                 raise self._oversized(what, data)
-            out.append((_MSGPACK if typ == "msgpack" else typ.encode() + b"\0") + data)
+            out.append(_tagged(typ, data))
         return out
 
     def _oversized(self, what: str, data: bytes) -> SerializationError:

@@ -88,8 +88,9 @@ class Engine:
         ('' = must be empty); otherwise ``ConflictError`` and nothing is written."""
         keys = self.keys(snap.thread_id)
         ns, cid = enc(snap.ns), enc(snap.checkpoint_id)
-        value_args, elements = self._value_args(snap, ns)
-        record = self._record(snap, ns)
+        fields = {ch: K.value_field(ns, ch, v) for ch, v in snap.versions.items()}
+        value_args, elements = self._value_args(snap, ns, fields)
+        record = self._record(snap, ns, list(fields.values()))
         if expect is None:
             guard = ""
         else:
@@ -113,16 +114,17 @@ class Engine:
         self._registered_now(snap.thread_id, snap.run_id)
         return None
 
-    def _value_args(self, snap: Snapshot, ns: str) -> tuple[list[Any], dict[bytes, bytes]]:
-        """The script arguments for the channel values to write, and the list items they use."""
+    def _value_args(self, snap: Snapshot, ns: str, fields: dict[str, str]) -> tuple[list[Any], dict[bytes, bytes]]:
+        """The script arguments for the channel values to write (``fields``: each channel's
+        value field), and the list items they use."""
         elements: dict[bytes, bytes] = {}
         args: list[Any] = []
         setnx = "1" if snap.keep_existing else "0"
         for channel, value in snap.values.items():
-            if channel not in snap.versions:
+            vfield = fields.get(channel)
+            if vfield is None:
                 continue
             what = f"the value of channel {channel!r}"
-            vfield = K.value_field(ns, channel, snap.versions[channel])
             kind, listed = (value.kind, value.items) if isinstance(value, TaggedList) else ("", value)
             if type(listed) is list and (len(listed) >= LIST_MIN_ITEMS or kind):
                 digests, items = self._items(listed, what)
@@ -132,13 +134,13 @@ class Engine:
                 args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
         return args, elements
 
-    def _record(self, snap: Snapshot, ns: str) -> bytes:
+    def _record(self, snap: Snapshot, ns: str, fields: list[str]) -> bytes:
         """The checkpoint record (codec.pack_record): what the scripts read, then the rest."""
         return pack_record(
             [
                 FORMAT,
                 enc(snap.parent_id) if snap.parent_id else "",
-                [K.value_field(ns, ch, v) for ch, v in snap.versions.items()],
+                fields,
                 enc(snap.run_id) if snap.run_id else "",
                 [K.value_prefix(ns, ch) for ch in snap.delta_channels],
                 enc(snap.alias) if snap.alias else "",
@@ -157,6 +159,8 @@ class Engine:
     ) -> Plan[Any]:
         """Sends ``call(sent, n)`` with the list elements not known to be stored yet. A stale
         cache is safe: the script answers 'missing' (writing nothing) and we send those."""
+        if not elements:
+            return (yield from self._send(call([], 0), before))
         known = self._known.of(thread_id)
         to_send = {d: b for d, b in elements.items() if d not in known}
         for _attempt in range(3):
@@ -173,7 +177,7 @@ class Engine:
         """Discovery-index entries to add the first time this engine writes a thread (or
         run), sent in the write's pipeline. Index first: readers drop an entry without
         data on sight, but data without an entry would be invisible to discovery."""
-        known = all(k in self._registered for k in ((thread_id, None), (thread_id, run_id)))
+        known = (thread_id, None) in self._registered and (thread_id, run_id) in self._registered
         if known and not (force or self.index_every_put):
             return ()
         steps = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
@@ -182,6 +186,8 @@ class Engine:
         return tuple(steps)
 
     def _registered_now(self, thread_id: str, run_id: str | None) -> None:
+        if (thread_id, run_id) in self._registered and (thread_id, None) in self._registered:
+            return
         self._registered[(thread_id, None)] = self._registered[(thread_id, run_id)] = None
         while len(self._registered) > _CACHE_THREADS * 4:
             self._registered.popitem(last=False)

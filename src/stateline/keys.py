@@ -12,6 +12,7 @@ raw: two different ids can neither collide nor escape their hash tag.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote
@@ -21,13 +22,16 @@ from .errors import InvalidInput
 __all__ = ["ThreadKeys", "Schema", "enc", "dec"]
 
 
+_UNCHANGED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch  # what quote() keeps as it is (uuids...)
+
+
 def enc(value: str) -> str:
     """Percent-encode one id component; injective, and keeps ``[A-Za-z0-9_.~-]`` readable."""
     # The type is checked before the cache sees the value: lru_cache hashes its argument
     # first, so a list would raise a bare TypeError ("unhashable type") instead.
     if not isinstance(value, str):
         raise InvalidInput(f"ids must be str, got {type(value).__name__}: {value!r}")
-    return _enc(value)
+    return value if _UNCHANGED(value) else _enc(value)
 
 
 @lru_cache(maxsize=65536)
@@ -66,11 +70,8 @@ class Schema:
             raise InvalidInput(f"prefix {self.prefix!r} must not contain '{{' or '}}' (hash tags)")
 
     def thread(self, thread_id: str) -> ThreadKeys:
-        # The empty thread id gets the tag '%', which no encoding produces: '{}' would make
-        # Redis Cluster hash the whole key and split the thread across slots.
-        tag = enc(thread_id) or "%"
-        base = f"{self.prefix}{{{tag}}}"
-        return ThreadKeys(thread_id, base + ":d", base + ":i")
+        enc(thread_id)  # refuses a non-str before the cache hashes it
+        return _thread_keys(self.prefix, thread_id)
 
     @property
     def threads(self) -> str:
@@ -98,6 +99,15 @@ class Schema:
     def run_member(run_id: str, thread_id: str) -> str:
         """A discovery entry of the runs index, from raw ids."""
         return f"{enc(run_id)} {enc(thread_id)}"
+
+
+@lru_cache(maxsize=4096)
+def _thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
+    # The empty thread id gets the tag '%', which no encoding produces: '{}' would make
+    # Redis Cluster hash the whole key and split the thread across slots.
+    tag = enc(thread_id) or "%"
+    base = f"{prefix}{{{tag}}}"
+    return ThreadKeys(thread_id, base + ":d", base + ":i")
 
 
 # Field and member names inside a thread's keys (mirrors scripts/_lib.lua). Components

@@ -1,6 +1,6 @@
 """The values the engine stores and returns, and the settings every adapter shares.
 
-Plain frozen dataclasses: adapters translate their own types (LangGraph's checkpoints,
+Plain dataclasses: adapters translate their own types (LangGraph's checkpoints,
 the seed API's ``Checkpoint``) to a ``Snapshot`` and back from ``Stored``.
 """
 
@@ -23,7 +23,7 @@ DURABILITY: dict[str, tuple[str, int, int] | None] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every operation, and frozen costs twice that
 class Snapshot:
     """One checkpoint to store. ``values`` are the channel values to write now (usually
     those whose version is new); ``versions`` lists every channel the checkpoint refers to."""
@@ -53,7 +53,7 @@ class TaggedList:
     items: list[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every operation, and frozen costs twice that
 class Write:
     task_id: str
     channel: str
@@ -71,7 +71,7 @@ class ThreadStats:
     ttl_ms: int  # -1 = no expiry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every operation, and frozen costs twice that
 class Stored:
     thread_id: str
     ns: str

@@ -9,7 +9,6 @@ the mapping of redis-py errors to stateline errors live here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from redis import exceptions as rx
@@ -30,42 +29,57 @@ __all__ = ["run", "arun", "iterate", "aiterate"]
 T = TypeVar("T")
 
 
-@contextmanager
-def _mapped() -> Iterator[None]:
-    try:
-        yield
-    except rx.AuthenticationError as exc:
-        raise AuthenticationFailed(f"the server rejected the credentials: {exc}") from exc
-    except rx.NoPermissionError as exc:
-        raise PermissionDenied(f"the server user lacks a permission stateline needs: {exc}") from exc
-    except (rx.ConnectionError, rx.TimeoutError) as exc:
-        raise ServerUnavailable(f"cannot reach the server: {exc}") from exc
-    except (rx.SlotNotCoveredError, rx.ClusterDownError) as exc:
-        raise ServerUnavailable(f"the cluster cannot serve this thread's slot now: {exc}") from exc
-    except (rx.ClusterError, rx.RedisClusterException) as exc:
-        raise ServerUnavailable(f"cannot reach the cluster: {exc}") from exc
-    except rx.DataError as exc:
-        raise InvalidInput(f"a value cannot be sent to the server: {exc}") from exc
-    except rx.MovedError as exc:  # (a subclass of AskError)
-        raise ServerError(
+def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception:
+    """The stateline error for a redis-py one."""
+    if isinstance(exc, rx.AuthenticationError):
+        return AuthenticationFailed(f"the server rejected the credentials: {exc}")
+    if isinstance(exc, rx.NoPermissionError):
+        return PermissionDenied(f"the server user lacks a permission stateline needs: {exc}")
+    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
+        return ServerUnavailable(f"cannot reach the server: {exc}")
+    if isinstance(exc, (rx.SlotNotCoveredError, rx.ClusterDownError)):
+        return ServerUnavailable(f"the cluster cannot serve this thread's slot now: {exc}")
+    if isinstance(exc, (rx.ClusterError, rx.RedisClusterException)):
+        return ServerUnavailable(f"cannot reach the cluster: {exc}")
+    if isinstance(exc, rx.DataError):
+        return InvalidInput(f"a value cannot be sent to the server: {exc}")
+    if isinstance(exc, rx.MovedError):  # (a subclass of AskError)
+        return ServerError(
             f"the server is a Redis Cluster node and redirected the command (MOVED {exc}): "
             "use a redis+cluster:// URL or a RedisCluster client"
-        ) from exc
-    except rx.AskError as exc:
-        raise ServerUnavailable(f"the thread's slot is being migrated and the move did not settle: {exc}") from exc
-    except rx.ResponseError as exc:
-        text = str(exc)
-        if "NOAUTH" in text or "WRONGPASS" in text:
-            raise AuthenticationFailed(f"the server rejected the credentials: {exc}") from exc
-        if "can't run this command" in text or "ACL failure" in text or "no permissions" in text:
-            # an ACL denial inside a Lua script (Redis 7.0 / Valkey word it so, without NOPERM)
-            raise PermissionDenied(f"the server user lacks a permission stateline needs: {exc}") from exc
-        if "WAIT" in text.upper() and ("unknown command" in text or "appendonly" in text):
-            raise DurabilityError(
-                f"the server cannot confirm the durability level asked for ({exc}); WAITAOF needs "
-                "Redis 7.2+ or Valkey with appendonly yes"
-            ) from exc
-        raise ServerError(f"the server refused the operation: {exc}") from exc
+        )
+    if isinstance(exc, rx.AskError):
+        return ServerUnavailable(f"the thread's slot is being migrated and the move did not settle: {exc}")
+    if not isinstance(exc, rx.ResponseError):
+        return ServerError(f"the server connection failed: {exc}")
+    text = str(exc)
+    if "NOAUTH" in text or "WRONGPASS" in text:
+        return AuthenticationFailed(f"the server rejected the credentials: {exc}")
+    if "can't run this command" in text or "ACL failure" in text or "no permissions" in text:
+        # an ACL denial inside a Lua script (Redis 7.0 / Valkey word it so, without NOPERM)
+        return PermissionDenied(f"the server user lacks a permission stateline needs: {exc}")
+    if "WAIT" in text.upper() and ("unknown command" in text or "appendonly" in text):
+        return DurabilityError(
+            f"the server cannot confirm the durability level asked for ({exc}); WAITAOF needs "
+            "Redis 7.2+ or Valkey with appendonly yes"
+        )
+    return ServerError(f"the server refused the operation: {exc}")
+
+
+class _Mapped:
+    """``with MAPPED:`` raises the stateline error for any redis-py error inside (a plain
+    class: a generator-based context manager costs microseconds on every step)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, (rx.RedisError, rx.RedisClusterException)):
+            raise _error_for(exc) from exc
+        return False
+
+
+MAPPED = _Mapped()
 
 
 def _queue(target: Any, step: Call | Command) -> Any:
@@ -203,7 +217,7 @@ def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
             yield from step.items
             reply = None
             continue
-        with _mapped():
+        with MAPPED:
             reply = _scan(client, step) if isinstance(step, Scan) else _execute(client, step)
 
 
@@ -303,7 +317,7 @@ async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
                 yield item
             reply = None
             continue
-        with _mapped():
+        with MAPPED:
             reply = await (_ascan(client, step) if isinstance(step, Scan) else _aexecute(client, step))
 
 
@@ -317,5 +331,5 @@ async def arun(client: Any, plan: Plan[T]) -> T:
         if isinstance(step, Emit):
             reply = None
             continue
-        with _mapped():
+        with MAPPED:
             reply = await (_ascan(client, step) if isinstance(step, Scan) else _aexecute(client, step))
