@@ -42,15 +42,15 @@ def test_list_elements_are_sent_once_and_resent_when_the_server_lost_them() -> N
     items = [f"message {i}" for i in range(5)]
     plan = e.put(snap({"messages": items}))
     first = plan.send(None).steps[-1]
-    assert first.args[7] == 5  # five new elements travel with the first put
+    assert first.args[8] == 5  # five new elements travel with the first put
     with pytest.raises(StopIteration):
         plan.send([1, [b"ok"]])
     plan = e.put(snap({"messages": items + ["message 5"]}))
     call = plan.send(None)
-    assert call.args[7] == 1  # only the new one
+    assert call.args[8] == 1  # only the new one
     lost = digest(e.codec.dump("message 0", "x"))
     retry = plan.send([b"missing", lost])  # pruned elsewhere meanwhile: send it again
-    assert retry.args[7] == 2 and lost in retry.args
+    assert retry.args[8] == 2 and lost in retry.args
 
 
 def test_a_stale_head_is_a_conflict() -> None:

@@ -95,7 +95,8 @@ class Engine:
             guard = ""
         else:
             guard = enc(expect) if expect else "-"
-        head = (ns, cid, record, self.ttl_ms, self.keep_last, enc(snap.run_id or ""), guard)
+        alias = enc(snap.alias) if snap.alias else ""
+        head = (ns, cid, record, self.ttl_ms, self.keep_last, enc(snap.run_id or ""), guard, alias)
 
         def call(sent: list[bytes], n: int) -> Call:
             return Call(SCRIPTS.put, keys.all, (*head, n, *sent, *value_args))

@@ -117,13 +117,17 @@ async def _measure(
     warmup: int,
     check: Callable[[Any], bool] | None = None,
     pair: Callable[[int], Any] | None = None,
+    setup: Callable[[int], Any] | None = None,
 ) -> dict:
     """Median/p99 of ``fn``; ``check`` validates one result (a fast wrong answer is no
     result). ``pair``, the floor's matching operation, is timed right after each sample,
-    so that both see the same machine (other processes, CPU frequency) and their ratio holds."""
+    so that both see the same machine (other processes, CPU frequency) and their ratio holds.
+    ``setup(i)``, untimed, makes the argument of ``fn`` (the checkpoint a put stores:
+    LangGraph builds it before it calls the saver); without it ``fn`` gets ``i``."""
+    prepare = setup or (lambda i: i)
     last = None
     for i in range(warmup):
-        last = await api.call(fn(-1 - i))
+        last = await api.call(fn(prepare(-1 - i)))
         if pair is not None:
             await api.call(pair(-1 - i))
     valid = None if check is None or api.floor else bool(check(last))
@@ -133,12 +137,13 @@ async def _measure(
     deadline = time.perf_counter() + budget_s
     perf = time.perf_counter
     for i in range(n):
+        arg = prepare(i)
         rt = round_trips()
         t0 = perf()
         if api.is_async:
-            await fn(i)
+            await fn(arg)
         else:
-            fn(i)
+            fn(arg)
         times.append(perf() - t0)
         sent += round_trips() - rt
         if pair is not None:
@@ -236,9 +241,13 @@ async def _micro_ops(
     by_id = [config] if shallow else ids
     state = {"config": config, "ver": ver, "step": size}
 
-    def put(i: int) -> Any:
+    def next_checkpoint(i: int) -> tuple[dict, dict, dict, int]:
         cp, md, nv = small_checkpoint(api, state["step"], state["ver"])
         state["ver"], state["step"] = nv["input"], state["step"] + 1
+        return cp, md, nv, i
+
+    def put(args: tuple[dict, dict, dict, int]) -> Any:
+        cp, md, nv, i = args
         if api.is_async:
             return _aput(cp, md, nv, i)
         state["config"] = api.put(state["config"], cp, md, nv, i)
@@ -248,7 +257,7 @@ async def _micro_ops(
         state["config"] = await api.put(state["config"], cp, md, nv, i)
         return state["config"]
 
-    ops: dict[str, Callable[[int], Any]] = {
+    ops: dict[str, Callable[[Any], Any]] = {
         "get_tuple_latest": lambda i: api.get(latest),
         "get_tuple_by_id": lambda i: api.get(by_id[rng.randrange(len(by_id))] if by_id else latest),
         "list_10": lambda i: api.list10(latest),
@@ -269,7 +278,10 @@ async def _micro_ops(
         pair = None
         if floor is not None:
             pair = floor.s.write if name in ("put", "put_writes") else floor.s.read
-        measured[name] = await _measure(api, ops[name], n, op_budget_s, warmup=5, check=checks.get(name), pair=pair)
+        setup = next_checkpoint if name == "put" else None
+        measured[name] = await _measure(
+            api, ops[name], n, op_budget_s, warmup=5, check=checks.get(name), pair=pair, setup=setup
+        )
         tick()
     return {name: measured[name] for name in MICRO_OPS}
 

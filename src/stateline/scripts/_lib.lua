@@ -53,6 +53,13 @@ local function hmget(fields)
   return out
 end
 
+-- HSET of any number of field/value pairs (a flat table), in chunks unpack() can take.
+local function hset_pairs(flat)
+  for i = 1, #flat, 1000 do
+    redis.call('HSET', D, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+
 -- The items of n digests (16 bytes each), in order.
 local function items_of(digests, n)
   local fields = {}

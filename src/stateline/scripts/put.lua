@@ -2,7 +2,7 @@
 -- KEYS: D, I (see _lib.lua)
 -- ARGV: ns, cid, record, ttl_ms (0 = none), keep_last (0 = all), run ('' = none),
 --       expected head ('' = don't check, '-' = namespace must be empty, else a cid),
---       n_elements, then n_elements pairs (digest, bytes),
+--       alias ('' = none; the record holds it too), n_elements, then n_elements pairs (digest, bytes),
 --       then per channel value: 'v', field, setnx('1'/'0'), bytes
 --                            or 'L', field, setnx, log base 'l:<ns>:<ch>', digests (16 bytes each),
 --                               kind ('' or the name of the wrapper around the list)
@@ -10,7 +10,7 @@
 --        {'conflict', head cid or ''}, or {'missing', digest...} when a list refers to
 --        elements neither sent nor stored (nothing is written then).
 local ns, cid, rec = ARGV[1], ARGV[2], ARGV[3]
-local ttl, keep, run, expect = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local ttl, keep, run, expect, alias = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 
 if expect ~= '' then
   local head = head_member(ns)
@@ -28,9 +28,9 @@ if expect ~= '' then
   end
 end
 
-local n_el = tonumber(ARGV[8])
+local n_el = tonumber(ARGV[9])
 local sent = {}
-for i = 9, 8 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
+for i = 10, 9 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
 
 -- Plan every list first: reuse or extend the channel's current log, or start a new one.
 local lists, missing = {}, {}
@@ -40,7 +40,7 @@ local function check(digests, from)
     if not sent[d] and redis.call('HEXISTS', D, 'e:' .. d) == 0 then missing[#missing + 1] = d end
   end
 end
-local i = 9 + 2 * n_el
+local i = 10 + 2 * n_el
 while i <= #ARGV do
   if ARGV[i] == 'v' then
     i = i + 4
@@ -69,12 +69,16 @@ if #missing > 0 then
   return missing
 end
 
-for d, bytes in pairs(sent) do redis.call('HSETNX', D, 'e:' .. d, bytes) end
-i = 9 + 2 * n_el
+-- Everything but values kept as they are goes into one HSET: an element's field names
+-- its content, so writing it again changes nothing.
+local fields = {}
+local function set(f, v) fields[#fields + 1] = f; fields[#fields + 1] = v end
+for d, bytes in pairs(sent) do set('e:' .. d, bytes) end
+i = 10 + 2 * n_el
 while i <= #ARGV do
   if ARGV[i] == 'v' then
     if ARGV[i + 2] == '1' then redis.call('HSETNX', D, ARGV[i + 1], ARGV[i + 3])
-    else redis.call('HSET', D, ARGV[i + 1], ARGV[i + 3]) end
+    else set(ARGV[i + 1], ARGV[i + 3]) end
     i = i + 4
   else
     i = i + 6
@@ -82,8 +86,8 @@ while i <= #ARGV do
 end
 for _, p in ipairs(lists) do
   if p.counter then p.log = p.base .. ':' .. redis.call('HINCRBY', D, p.counter, 1) end
-  if p.content then redis.call('HSET', D, p.log, p.content) end
-  redis.call('HSET', D, p.field, 'L' .. p.n .. ':' .. p.log .. p.kind)
+  if p.content then set(p.log, p.content) end
+  set(p.field, 'L' .. p.n .. ':' .. p.log .. p.kind)
 end
 
 -- A thread with no checkpoint yet may be missing from the discovery index (deleted or
@@ -93,13 +97,13 @@ local new_run = 0
 if run ~= '' and #redis.call('ZRANGEBYLEX', I, '[r:' .. run .. ':', '[r:' .. run .. ':' .. HI, 'LIMIT', 0, 1) == 0 then
   new_run = 1
 end
-local alias = meta(rec)[6] or ''
 if alias ~= '' then  -- saving an alias again replaces the checkpoint that had it
   local old = redis.call('HGET', D, 'a:' .. ns .. ':' .. alias)
   if old and old ~= cid then drop_checkpoint(ns, old) end
-  redis.call('HSET', D, 'a:' .. ns .. ':' .. alias, cid)
+  set('a:' .. ns .. ':' .. alias, cid)
 end
-redis.call('HSET', D, 'c:' .. ns .. ':' .. cid, rec)
+set('c:' .. ns .. ':' .. cid, rec)
+hset_pairs(fields)
 redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 

@@ -21,16 +21,21 @@ for i = first, #ARGV, 3 do
 end
 if #missing > 1 then return missing end
 
-for d, bytes in pairs(sent) do redis.call('HSETNX', D, 'e:' .. d, bytes) end
+-- Items and overwriting writes go into one HSET (an item's field names its content),
+-- the index entries into one ZADD.
+local fields, members = {}, {}
+for d, bytes in pairs(sent) do fields[#fields + 1] = 'e:' .. d; fields[#fields + 1] = bytes end
 local stored = 0
 for i = first, #ARGV, 3 do
   local f = ARGV[i]
   if ARGV[i + 1] == '1' then
-    redis.call('HSET', D, f, ARGV[i + 2]); stored = stored + 1
+    fields[#fields + 1] = f; fields[#fields + 1] = ARGV[i + 2]; stored = stored + 1
   else
     stored = stored + redis.call('HSETNX', D, f, ARGV[i + 2])
   end
-  redis.call('ZADD', I, 0, f)
+  members[#members + 1] = 0; members[#members + 1] = f
 end
+hset_pairs(fields)
+for i = 1, #members, 1000 do redis.call('ZADD', I, unpack(members, i, math.min(i + 999, #members))) end
 expire(ttl)
 return stored
