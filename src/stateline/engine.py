@@ -89,17 +89,19 @@ class Engine:
         keys = self.keys(snap.thread_id)
         ns, cid = enc(snap.ns), enc(snap.checkpoint_id)
         fields = {ch: K.value_field(ns, ch, v) for ch, v in snap.versions.items()}
-        value_args, elements = self._value_args(snap, ns, fields)
+        value_args, elements = self._value_args(snap, fields)
         record = self._record(snap, ns, list(fields.values()))
         if expect is None:
             guard = ""
         else:
             guard = enc(expect) if expect else "-"
         alias = enc(snap.alias) if snap.alias else ""
-        head = (ns, cid, record, self.ttl_ms, self.keep_last, enc(snap.run_id or ""), guard, alias)
+        run = enc(snap.run_id or "")
+        # The small arguments travel as one (ids are percent-encoded: never a space in them).
+        opts = f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {run} {guard} {alias}"
 
         def call(sent: list[bytes], n: int) -> Call:
-            return Call(SCRIPTS.put, keys.all, (*head, n, *sent, *value_args))
+            return Call(SCRIPTS.put, keys.all, (f"{opts} {n}", record, *sent, *value_args))
 
         index = self._registration(snap.thread_id, snap.run_id)
         reply = yield from self._with_elements(snap.thread_id, elements, call, index)
@@ -115,12 +117,11 @@ class Engine:
         self._registered_now(snap.thread_id, snap.run_id)
         return None
 
-    def _value_args(self, snap: Snapshot, ns: str, fields: dict[str, str]) -> tuple[list[Any], dict[bytes, bytes]]:
+    def _value_args(self, snap: Snapshot, fields: dict[str, str]) -> tuple[list[Any], dict[bytes, bytes]]:
         """The script arguments for the channel values to write (``fields``: each channel's
         value field), and the list items they use."""
         elements: dict[bytes, bytes] = {}
         args: list[Any] = []
-        setnx = "1" if snap.keep_existing else "0"
         for channel, value in snap.values.items():
             vfield = fields.get(channel)
             if vfield is None:
@@ -130,9 +131,9 @@ class Engine:
             if type(listed) is list and (len(listed) >= LIST_MIN_ITEMS or kind):
                 digests, items = self._items(listed, what)
                 elements.update(items)
-                args += ("L", vfield, setnx, K.log_base(ns, channel), digests, kind)
+                args += (vfield, b"L" + kind.encode() + b"|" + digests)
             else:
-                args += ("v", vfield, setnx, b"v" + self.codec.dump(value, what))
+                args += (vfield, b"v" + self.codec.dump(value, what))
         return args, elements
 
     def _record(self, snap: Snapshot, ns: str, fields: list[str]) -> bytes:
@@ -229,19 +230,22 @@ class Engine:
         """Store pending writes in one round trip: ordinary ones keep the first value per
         (task, idx), channels in ``special`` overwrite."""
         ns_e, cid = enc(ns), enc(checkpoint_id)
-        args: list[Any] = []
+        overwrite: list[Any] = []
+        keep_first: list[Any] = []
         elements: dict[bytes, bytes] = {}
         for w in writes:
             what = f"the write to channel {w.channel!r}"
             value = self._write_value(w, what, elements)
-            overwrite = "1" if w.channel in special else "0"
-            args += (K.write_field(ns_e, cid, w.task_id, w.idx), overwrite, value)
-        if not args:
+            (overwrite if w.channel in special else keep_first).extend(
+                (K.write_field(ns_e, cid, w.task_id, w.idx), value)
+            )
+        if not overwrite and not keep_first:
             return
         keys = self.keys(thread_id).all
+        n_over = len(overwrite) // 2
 
         def call(sent: list[bytes], n: int) -> Call:
-            return Call(SCRIPTS.put_writes, keys, (self.ttl_ms, n, *sent, *args))
+            return Call(SCRIPTS.put_writes, keys, (f"{self.ttl_ms} {n} {n_over}", *sent, *overwrite, *keep_first))
 
         yield from self._with_elements(thread_id, elements, call)
 

@@ -120,10 +120,6 @@ def value_prefix(ns: str, channel: str) -> str:
     return f"b:{ns}:{enc(channel)}:"
 
 
-def log_base(ns: str, channel: str) -> str:
-    return f"l:{ns}:{enc(channel)}"
-
-
 def write_field(ns: str, cid: str, task_id: str, idx: int) -> str:
     return f"w:{ns}:{cid}:{enc(task_id)}:{idx}"
 

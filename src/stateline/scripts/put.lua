@@ -1,16 +1,19 @@
 -- put: store one checkpoint with the channel values that changed, atomically.
 -- KEYS: D, I (see _lib.lua)
--- ARGV: ns, cid, record, ttl_ms (0 = none), keep_last (0 = all), run ('' = none),
---       expected head ('' = don't check, '-' = namespace must be empty, else a cid),
---       alias ('' = none; the record holds it too), n_elements, then n_elements pairs (digest, bytes),
---       then per channel value: 'v', field, setnx('1'/'0'), bytes
---                            or 'L', field, setnx, log base 'l:<ns>:<ch>', digests (16 bytes each),
---                               kind ('' or the name of the wrapper around the list)
+-- ARGV[1]: 'ns cid ttl_ms keep_last setnx run expect alias n_elements', space-separated
+--          (ids are percent-encoded, so never contain a space): ttl_ms 0 = none, keep_last
+--          0 = all, setnx 1 = keep values already stored (forks, copies), run '' = none,
+--          expect '' = don't check, '-' = namespace must be empty, else a cid; alias '' = none.
+-- ARGV[2]: the record; then n_elements pairs (digest, bytes) of list items;
+--          then per channel value: field, 'v<bytes>' or 'L<kind>|<digests, 16 bytes each>'
+--          (kind: '' or the name of the wrapper around the list).
 -- Reply: {'ok', first checkpoint of the thread (1/0), first checkpoint of this run in the thread (1/0)},
 --        {'conflict', head cid or ''}, or {'missing', digest...} when a list refers to
 --        elements neither sent nor stored (nothing is written then).
-local ns, cid, rec = ARGV[1], ARGV[2], ARGV[3]
-local ttl, keep, run, expect, alias = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local ns, cid, ttl, keep, setnx, run, expect, alias, n_el =
+  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+)$')
+ttl, keep, n_el = tonumber(ttl), tonumber(keep), tonumber(n_el)
+local rec = ARGV[2]
 
 if expect ~= '' then
   local head = head_member(ns)
@@ -28,9 +31,9 @@ if expect ~= '' then
   end
 end
 
-local n_el = tonumber(ARGV[9])
 local sent = {}
-for i = 10, 9 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
+for i = 3, 2 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
+local first_value = 3 + 2 * n_el
 
 -- Plan every list first: reuse or extend the channel's current log, or start a new one.
 local lists, missing = {}, {}
@@ -40,28 +43,25 @@ local function check(digests, from)
     if not sent[d] and redis.call('HEXISTS', D, 'e:' .. d) == 0 then missing[#missing + 1] = d end
   end
 end
-local i = 10 + 2 * n_el
-while i <= #ARGV do
-  if ARGV[i] == 'v' then
-    i = i + 4
-  else
-    local field, setnx, base, digests, kind = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-    if not (setnx == '1' and redis.call('HEXISTS', D, field) == 1) then
-      local tip = redis.call('HGET', D, 't:' .. string.sub(base, 3))
-      local log = tip and redis.call('HGET', D, base .. ':' .. tip)
-      local plan = {field = field, n = #digests / 16, kind = kind ~= '' and ('|' .. kind) or ''}
-      if log and #digests <= #log and string.sub(log, 1, #digests) == digests then
-        plan.log = base .. ':' .. tip                        -- a prefix of the log: reuse
-      elseif log and #digests > #log and string.sub(digests, 1, #log) == log then
-        plan.log, plan.content = base .. ':' .. tip, digests -- extends the log: append
-        check(digests, #log + 1)
-      else
-        plan.counter, plan.base, plan.content = 't:' .. string.sub(base, 3), base, digests
-        check(digests, 1)                                    -- rewritten: a new log
-      end
-      lists[#lists + 1] = plan
+for i = first_value, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  if string.byte(value, 1) == 76 and not (setnx == '1' and redis.call('HEXISTS', D, field) == 1) then  -- 'L'
+    local bar = string.find(value, '|', 2, true)
+    local kind, digests = string.sub(value, 2, bar - 1), string.sub(value, bar + 1)
+    local base = 'l:' .. string.match(field, '^b:([^:]*:[^:]*):')  -- b:<ns>:<ch>:<version>
+    local tip = redis.call('HGET', D, 't:' .. string.sub(base, 3))
+    local log = tip and redis.call('HGET', D, base .. ':' .. tip)
+    local plan = {field = field, n = #digests / 16, kind = kind ~= '' and ('|' .. kind) or ''}
+    if log and #digests <= #log and string.sub(log, 1, #digests) == digests then
+      plan.log = base .. ':' .. tip                        -- a prefix of the log: reuse
+    elseif log and #digests > #log and string.sub(digests, 1, #log) == log then
+      plan.log, plan.content = base .. ':' .. tip, digests -- extends the log: append
+      check(digests, #log + 1)
+    else
+      plan.counter, plan.base, plan.content = 't:' .. string.sub(base, 3), base, digests
+      check(digests, 1)                                    -- rewritten: a new log
     end
-    i = i + 6
+    lists[#lists + 1] = plan
   end
 end
 if #missing > 0 then
@@ -74,14 +74,9 @@ end
 local fields = {}
 local function set(f, v) fields[#fields + 1] = f; fields[#fields + 1] = v end
 for d, bytes in pairs(sent) do set('e:' .. d, bytes) end
-i = 10 + 2 * n_el
-while i <= #ARGV do
-  if ARGV[i] == 'v' then
-    if ARGV[i + 2] == '1' then redis.call('HSETNX', D, ARGV[i + 1], ARGV[i + 3])
-    else set(ARGV[i + 1], ARGV[i + 3]) end
-    i = i + 4
-  else
-    i = i + 6
+for i = first_value, #ARGV, 2 do
+  if string.byte(ARGV[i + 1], 1) ~= 76 then  -- a value stored as it is, 'v<bytes>'
+    if setnx == '1' then redis.call('HSETNX', D, ARGV[i], ARGV[i + 1]) else set(ARGV[i], ARGV[i + 1]) end
   end
 end
 for _, p in ipairs(lists) do

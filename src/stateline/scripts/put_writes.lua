@@ -1,17 +1,20 @@
 -- put_writes: store the pending writes of one task, atomically.
--- KEYS: D, I.  ARGV: ttl_ms, n_elements, then n_elements pairs (digest, bytes) of list items,
---       then per write: field, overwrite ('1' special channel, '0' keep the first), value
---       (a record, or 'W<n>:<digests><record>' for a list stored by digest)
+-- KEYS: D, I.  ARGV[1]: 'ttl_ms n_elements n_overwrite'; then n_elements pairs (digest, bytes)
+--       of list items; then n_overwrite pairs (field, value) of writes that replace what is
+--       there (special channels), then pairs of writes that keep the first value stored.
+--       A value is a record, or 'W<n>:<digests><record>' for a list stored by digest.
 -- Reply: number of writes stored, or {'missing', digest...} when a write refers to items
 --        neither sent nor stored (nothing is written then).
-local ttl, n_el = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl, n_el, n_over = string.match(ARGV[1], '^(%d+) (%d+) (%d+)$')
+ttl, n_el, n_over = tonumber(ttl), tonumber(n_el), tonumber(n_over)
 local sent = {}
-for i = 3, 2 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
-local first = 3 + 2 * n_el
+for i = 2, 1 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
+local first = 2 + 2 * n_el
+local keep_first = first + 2 * n_over
 
 local missing = {'missing'}
-for i = first, #ARGV, 3 do
-  local digests = write_parts(ARGV[i + 2])
+for i = first, #ARGV, 2 do
+  local digests = write_parts(ARGV[i + 1])
   if digests then
     for k = 1, #digests, 16 do
       local d = string.sub(digests, k, k + 15)
@@ -26,12 +29,12 @@ if #missing > 1 then return missing end
 local fields, members = {}, {}
 for d, bytes in pairs(sent) do fields[#fields + 1] = 'e:' .. d; fields[#fields + 1] = bytes end
 local stored = 0
-for i = first, #ARGV, 3 do
+for i = first, #ARGV, 2 do
   local f = ARGV[i]
-  if ARGV[i + 1] == '1' then
-    fields[#fields + 1] = f; fields[#fields + 1] = ARGV[i + 2]; stored = stored + 1
+  if i < keep_first then
+    fields[#fields + 1] = f; fields[#fields + 1] = ARGV[i + 1]; stored = stored + 1
   else
-    stored = stored + redis.call('HSETNX', D, f, ARGV[i + 2])
+    stored = stored + redis.call('HSETNX', D, f, ARGV[i + 1])
   end
   members[#members + 1] = 0; members[#members + 1] = f
 end
