@@ -45,7 +45,7 @@ def _enc(value: str) -> str:
 def dec(value: str | bytes) -> str:
     if isinstance(value, bytes):
         value = value.decode()
-    return unquote(value)
+    return unquote(value) if "%" in value else value
 
 
 @dataclass(frozen=True, slots=True)
