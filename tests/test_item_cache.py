@@ -166,3 +166,35 @@ def test_an_unserializable_item_is_still_refused(url: str, prefix: str, bad: obj
     cache = ItemCache(ValueCodec(serde, fingerprint=FINGERPRINT_PYDANTIC))
     with pytest.raises(SerializationError, match="an item"):
         cache.address(["fine", bad], "an item of the list")
+
+
+def test_a_channels_growing_list_reuses_its_prefix_only_when_content_and_types_match() -> None:
+    from pydantic import BaseModel
+
+    class A(BaseModel):
+        x: int
+
+    class B(BaseModel):  # the same fields, another class: stored under another name
+        x: int
+
+    serde = JsonPlusSerializer()
+    cache = ItemCache(ValueCodec(serde, fingerprint=FINGERPRINT_PYDANTIC))
+    items: list[object] = [HumanMessage(f"m{i}", id=str(i)) for i in range(20)] + [A(x=1)]
+
+    def check() -> None:
+        digests, elements = cache.address(items, "x", key=("thread", "", "messages"))
+        assert [elements[digests[i : i + 16]] for i in range(0, len(digests), 16)] == [fresh_bytes(serde, m) for m in items]
+
+    check()
+    items.append(AIMessage("new", id="n"))  # grows at its end
+    check()
+    items[3].content = "edited in place"  # a change before the end
+    check()
+    items[20] = B(x=1)  # same fingerprint, another type
+    check()
+    items.insert(0, HumanMessage("first", id="f"))  # rewritten from the start
+    check()
+    del items[5:]  # shorter
+    check()
+    items.append({"when": dt.datetime(2026, 1, 1)})  # no exact fingerprint for the whole list
+    check()

@@ -11,6 +11,11 @@ keys each item by a fingerprint, ormsgpack's native encoding of the item's plain
 several times cheaper than the serde's own path. An item whose fingerprint (and type) was
 seen before reuses the bytes and digest computed then; anything the fingerprint cannot
 render exactly (datetimes, tuples, enums, subclasses, big ints...) is serialized afresh.
+
+A channel's list usually grows at its end, so the whole list is fingerprinted first, in
+one call: when the previous list of that channel is a prefix of it (msgpack is
+self-delimiting, so equal leading bytes are equal leading items) and its items have the
+same types, only the new items are looked at one by one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import ormsgpack
@@ -36,6 +42,20 @@ def _not_plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} has no exact fingerprint")
 
 
+@dataclass(slots=True)
+class _Addressed:
+    body: bytes  # the list's fingerprint without its array header
+    types: list[type]
+    n: int
+    digests: bytes
+    elements: dict[bytes, bytes]
+
+
+def _header_size(n: int) -> int:
+    """Bytes of a msgpack array header of n items."""
+    return 1 if n < 16 else 3 if n < 65536 else 5
+
+
 class ItemCache:
     """fingerprint -> (type, digest, serialized bytes) of list items, for one codec.
 
@@ -49,20 +69,52 @@ class ItemCache:
         self._young: dict[bytes, tuple[type, bytes, bytes]] = {}
         self._old: dict[bytes, tuple[type, bytes, bytes]] = {}
         self._size = 0
+        # The last list addressed under a key (a thread's channel), least recently used first.
+        self._lists: OrderedDict[Any, _Addressed] = OrderedDict()
+        self._lists_size = 0
         self._lock = threading.Lock()  # a sync saver is shared by LangGraph's worker threads
 
-    def address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
-        """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes."""
+    def address(self, items: list[Any], what: str, key: Any = None) -> tuple[bytes, dict[bytes, bytes]]:
+        """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes.
+        ``key`` names where the list lives (a thread's channel): its previous list is reused."""
         if self.options is None:
             data = self.codec.dump_all(items, what)
             digests = [digest(d) for d in data]
             return b"".join(digests), dict(zip(digests, data, strict=True))
+        if key is None:
+            return self._address(items, what)
+        try:
+            body = ormsgpack.packb(items, default=_not_plain, option=self.options)[_header_size(len(items)) :]
+        except TypeError:  # an item without an exact fingerprint: one by one
+            return self._address(items, what)
+        types = list(map(type, items))
+        last = self._lists.get(key)
+        if last is not None and body.startswith(last.body) and types[: last.n] == last.types:
+            digests, elements = self._address(items[last.n :], what)
+            digests, elements = last.digests + digests, {**last.elements, **elements}
+        else:
+            digests, elements = self._address(items, what)
+        self._remember(key, _Addressed(body, types, len(items), digests, elements))
+        return digests, elements
+
+    def _remember(self, key: Any, addressed: _Addressed) -> None:
+        with self._lock:
+            old = self._lists.pop(key, None)
+            if old is not None:
+                self._lists_size -= len(old.body)
+            self._lists[key] = addressed
+            self._lists_size += len(addressed.body)
+            while self._lists_size > self.budget // 4 and len(self._lists) > 1:
+                _, dropped = self._lists.popitem(last=False)
+                self._lists_size -= len(dropped.body)
+
+    def _address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
         packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
         digests, elements, learned = [], {}, []
         for item in items:
             try:
                 fp = packb(item, default=_not_plain, option=options)
-            except (TypeError, ormsgpack.MsgpackEncodeError):
+            except TypeError:  # (ormsgpack.MsgpackEncodeError is one)
                 fp = None  # no exact fingerprint: the serde decides, every time
             entry = None if fp is None else (young.get(fp) or old.get(fp))
             if entry is None or entry[0] is not type(item):

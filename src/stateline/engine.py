@@ -129,7 +129,7 @@ class Engine:
             what = f"the value of channel {channel!r}"
             kind, listed = (value.kind, value.items) if isinstance(value, TaggedList) else ("", value)
             if type(listed) is list and (len(listed) >= LIST_MIN_ITEMS or kind):
-                digests, items = self._items(listed, what)
+                digests, items = self._items(listed, what, (snap.thread_id, snap.ns, channel))
                 elements.update(items)
                 args += (vfield, b"L" + kind.encode() + b"|" + digests)
             else:
@@ -153,8 +153,8 @@ class Engine:
             ],
         )
 
-    def _items(self, value: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
-        return self._items_cache.address(value, f"an item of {what}")
+    def _items(self, value: list[Any], what: str, key: Any = None) -> tuple[bytes, dict[bytes, bytes]]:
+        return self._items_cache.address(value, f"an item of {what}", key)
 
     def _with_elements(
         self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Command, ...] = ()
