@@ -27,6 +27,7 @@ from stateline.bench.servers import Server, module_paths
 # (label, predicate on (file, function name)): cumulative time of the outermost match
 KINDS = (
     ("serde.dumps_typed (msgpack of values, checkpoint, metadata)", lambda f, n: n == "dumps_typed"),
+    ("list items: fingerprints, cache, new items (ItemCache.address)", lambda f, n: n == "address" and "elements" in f),
     ("blake2b digests of list elements", lambda f, n: n == "digest" and "stateline" in f),
     ("redis-py: send + wait for the server (EVALSHA)", lambda f, n: n == "execute_command" and "redis" in f),
     ("LangGraph -> Snapshot (_convert.snapshot)", lambda f, n: n == "snapshot" and "stateline" in f),
