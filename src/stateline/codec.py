@@ -24,8 +24,9 @@ __all__ = [
 FORMAT = 1
 MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
 
-# ormsgpack options of an item's fingerprint (elements.ItemCache): plain data only, every
-# other type refused, so that equal fingerprints mean equal content of equal types.
+# ormsgpack options that pack plain data natively and hand every other type to `default`:
+# an item's fingerprint (elements.ItemCache, where `default` refuses, so that equal
+# fingerprints mean equal content of equal types), and stateline's Serde (serde.py).
 FINGERPRINT_PLAIN = (
     ormsgpack.OPT_PASSTHROUGH_BIG_INT
     | ormsgpack.OPT_PASSTHROUGH_DATACLASS

@@ -27,6 +27,7 @@ from typing import Any
 
 import ormsgpack
 
+from .codec import FINGERPRINT_PLAIN
 from .errors import InvalidInput, SerializationError, StoredDataError
 
 __all__ = ["Serde", "register", "TAG"]
@@ -34,15 +35,7 @@ __all__ = ["Serde", "register", "TAG"]
 TAG = "stateline"  # the type tag of dumps_typed: the format of this module, version 1
 
 # Everything outside plain JSON-like data reaches `default` (and so the table below).
-_OPTIONS = (
-    ormsgpack.OPT_PASSTHROUGH_BIG_INT
-    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
-    | ormsgpack.OPT_PASSTHROUGH_DATETIME
-    | ormsgpack.OPT_PASSTHROUGH_ENUM
-    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
-    | ormsgpack.OPT_PASSTHROUGH_TUPLE
-    | ormsgpack.OPT_PASSTHROUGH_UUID
-)
+_OPTIONS = FINGERPRINT_PLAIN
 
 # msgpack extension codes (part of the stored format: never renumber).
 DATETIME, DATE, TIME, TIMEDELTA, SET, FROZENSET, TUPLE, DECIMAL, UUID, BIGINT, KEYED, CLASS = range(1, 13)
