@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field, model_serializer
 
 from stateline import SyncRedisCheckpointer
 from stateline.codec import FINGERPRINT_PYDANTIC, ValueCodec
@@ -198,3 +199,82 @@ def test_a_channels_growing_list_reuses_its_prefix_only_when_content_and_types_m
     check()
     items.append({"when": dt.datetime(2026, 1, 1)})  # no exact fingerprint for the whole list
     check()
+
+
+class Cat(BaseModel):
+    name: str
+
+
+class Dog(BaseModel):  # Cat's fields under another name
+    name: str
+
+
+class Extra(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    a: int
+
+
+class TimesTen(BaseModel):
+    a: int
+
+    @model_serializer
+    def dump(self) -> dict:
+        return {"a": self.a * 10}
+
+
+class FromPrivate(BaseModel):
+    a: int
+    _p: int = PrivateAttr(default=0)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def c(self) -> int:
+        return self._p
+
+
+def _private(p: int) -> FromPrivate:
+    m = FromPrivate(a=1)
+    m._p = p
+    return m
+
+
+# Pairs of items that look alike to a careless fingerprint but that the serde stores differently.
+LOOKALIKES = [
+    ({"pet": Cat(name="x")}, {"pet": Dog(name="x")}),  # a model nested in a plain item
+    ({"pet": Cat(name="x")}, {"pet": {"name": "x"}}),
+    ({"pet": {"name": "x"}}, {"pet": Cat(name="x")}),
+    ([Cat(name="x")], [Dog(name="x")]),
+    (Cat(name="x"), Dog(name="x")),
+    (Extra(a=1, z=1), Extra(a=1, z=2)),  # extras
+    (Extra(a=1), Extra(a=1, z=2)),
+    (AIMessage("hi", additional_kwargs={"p": Cat(name="x")}), AIMessage("hi", additional_kwargs={"p": Dog(name="x")})),
+    (AIMessage("hi", additional_kwargs={"p": {"a": 1}}), AIMessage("hi", additional_kwargs={"p": TimesTen(a=1)})),
+    (_private(0), _private(5)),  # a computed field reading a private attribute
+]
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+@pytest.mark.parametrize(("first", "then"), LOOKALIKES)
+def test_items_that_only_look_alike_keep_their_own_bytes(first: object, then: object, keyed: bool) -> None:
+    serde = JsonPlusSerializer()
+    cache = ItemCache(ValueCodec(serde, fingerprint=FINGERPRINT_PYDANTIC))
+    key = ("thread", "", "channel") if keyed else None
+    for items in ([first, "a", "b", "c"], [then, "a", "b", "c"], [first, "a", "b", "c", "d"]):
+        digests, elements = cache.address(items, "x", key)
+        assert [elements[digests[i : i + 16]] for i in range(0, len(digests), 16)] == [fresh_bytes(serde, m) for m in items]
+
+
+def test_a_model_nested_in_a_stored_item_is_not_confused_across_threads(url: str, prefix: str) -> None:
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    saver = RedisSaver(url, prefix=prefix, serde=JsonPlusSerializer(allowed_msgpack_modules=[Cat, Dog]))
+
+    def put(thread: str, pet: BaseModel) -> dict:
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"pets": [{"pet": pet}, {"n": 1}, {"n": 2}, {"n": 3}]}
+        cp["channel_versions"] = {"pets": "1"}
+        return saver.put({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}, cp, {}, {"pets": "1"})
+
+    put("alice", Cat(name="rex"))
+    bob = put("bob", Dog(name="rex"))
+    assert type(saver.get_tuple(bob).checkpoint["channel_values"]["pets"][0]["pet"]) is Dog

@@ -17,7 +17,7 @@ import ormsgpack
 from .errors import SerializationError, StoredDataError
 
 __all__ = [
-    "Serde", "ValueCodec", "FORMAT", "FINGERPRINT_PLAIN", "FINGERPRINT_PYDANTIC",
+    "Serde", "ValueCodec", "FORMAT", "PLAIN_DATA", "FINGERPRINT_PLAIN", "FINGERPRINT_PYDANTIC",
     "pack", "unpack", "pack_record", "unpack_record",
 ]  # fmt: skip
 
@@ -25,9 +25,9 @@ FORMAT = 1
 MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
 
 # ormsgpack options that pack plain data natively and hand every other type to `default`:
-# an item's fingerprint (elements.ItemCache, where `default` refuses, so that equal
-# fingerprints mean equal content of equal types), and stateline's Serde (serde.py).
-FINGERPRINT_PLAIN = (
+# stateline's Serde (serde.py), and list item fingerprints (elements.ItemCache, where
+# `default` refuses, so that equal fingerprints mean equal content of equal types).
+PLAIN_DATA = (
     ormsgpack.OPT_PASSTHROUGH_BIG_INT
     | ormsgpack.OPT_PASSTHROUGH_DATACLASS
     | ormsgpack.OPT_PASSTHROUGH_DATETIME
@@ -36,9 +36,12 @@ FINGERPRINT_PLAIN = (
     | ormsgpack.OPT_PASSTHROUGH_TUPLE
     | ormsgpack.OPT_PASSTHROUGH_UUID
 )
-# ...and pydantic models by their fields (and extras), for serdes that store a model as
-# its model_dump(), like LangGraph's JsonPlusSerializer.
-FINGERPRINT_PYDANTIC = FINGERPRINT_PLAIN | ormsgpack.OPT_SERIALIZE_PYDANTIC
+# What a serde's output for a list item is a function of (ValueCodec.fingerprint):
+FINGERPRINT_PLAIN = "plain"  # the item's plain data (stateline's Serde)
+# ...or, for an item that is a pydantic model, its type, fields, extras and private
+# attributes, when those are plain data (LangGraph's JsonPlusSerializer stores a model as its
+# model_dump(); a model nested inside has no exact fingerprint and goes to the serde)
+FINGERPRINT_PYDANTIC = "pydantic"
 
 
 class Serde(Protocol):
@@ -89,13 +92,13 @@ def _array_header(n: int) -> bytes:
 class ValueCodec:
     """Serializes values with a LangGraph-style serde (``dumps_typed``/``loads_typed``).
 
-    ``fingerprint``: the FINGERPRINT_* options under which the serde's output for a list
-    item is a function of the item's type and fingerprint (None: no such promise, every
-    item is serialized on every put)."""
+    ``fingerprint``: FINGERPRINT_PLAIN or FINGERPRINT_PYDANTIC when the serde's output for a
+    list item is a function of the item's type and that content (None: no such promise,
+    every item is serialized on every put)."""
 
     __slots__ = ("serde", "max_bytes", "fingerprint")
 
-    def __init__(self, serde: Serde, max_bytes: int = MAX_VALUE_BYTES, *, fingerprint: int | None = None) -> None:
+    def __init__(self, serde: Serde, max_bytes: int = MAX_VALUE_BYTES, *, fingerprint: str | None = None) -> None:
         self.serde = serde
         self.max_bytes = max_bytes
         self.fingerprint = fingerprint

@@ -6,11 +6,12 @@ of the list refer to it.
 
 Every put hands over the whole list again, and LangGraph lets nodes mutate messages in
 place, so object identity proves nothing about an item. Its content does: ``ItemCache``
-keys each item by a fingerprint, ormsgpack's native encoding of the item's plain data
-(pydantic fields read directly, for serdes whose output is a function of them), which is
-several times cheaper than the serde's own path. An item whose fingerprint (and type) was
-seen before reuses the bytes and digest computed then; anything the fingerprint cannot
-render exactly (datetimes, tuples, enums, subclasses, big ints...) is serialized afresh.
+keys each item by a fingerprint, ormsgpack's native encoding of the item's plain data (for
+a pydantic model, when the serde stores it as its model_dump(): its fields, extras and
+private attributes, read directly), which is several times cheaper than the serde's own
+path. An item whose fingerprint (and type) was seen before reuses the bytes and digest
+computed then; anything the fingerprint cannot render exactly (datetimes, tuples, enums,
+subclasses, big ints, models nested inside an item...) is serialized afresh.
 
 A channel's list usually grows at its end, so the whole list is fingerprinted first, in
 one call: when the previous list of that channel is a prefix of it (msgpack is
@@ -28,7 +29,12 @@ from typing import Any
 
 import ormsgpack
 
-from .codec import ValueCodec
+from .codec import FINGERPRINT_PYDANTIC, PLAIN_DATA, ValueCodec
+
+try:
+    from pydantic import BaseModel as _Model
+except ImportError:  # pydantic comes with LangGraph; the seed API does without it
+    _Model = None
 
 __all__ = ["ItemCache", "KnownElements", "digest"]
 
@@ -40,6 +46,14 @@ def digest(data: bytes) -> bytes:
 
 def _not_plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} has no exact fingerprint")
+
+
+def _model_views(items: list[Any]) -> list[Any]:
+    """Each pydantic model (v2) as the state its model_dump() is made of; other items as they are."""
+    return [
+        [x.__dict__, x.__pydantic_extra__, x.__pydantic_private__] if isinstance(x, _Model) else x  # type: ignore[arg-type]
+        for x in items
+    ]
 
 
 @dataclass(slots=True)
@@ -64,7 +78,8 @@ class ItemCache:
 
     def __init__(self, codec: ValueCodec, budget_bytes: int = 64 * 1024 * 1024) -> None:
         self.codec = codec
-        self.options = codec.fingerprint
+        self.mode = codec.fingerprint
+        self.models = codec.fingerprint == FINGERPRINT_PYDANTIC and _Model is not None
         self.budget = budget_bytes
         self._young: dict[bytes, tuple[type, bytes, bytes]] = {}
         self._old: dict[bytes, tuple[type, bytes, bytes]] = {}
@@ -77,14 +92,15 @@ class ItemCache:
     def address(self, items: list[Any], what: str, key: Any = None) -> tuple[bytes, dict[bytes, bytes]]:
         """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes.
         ``key`` names where the list lives (a thread's channel): its previous list is reused."""
-        if self.options is None:
+        if self.mode is None:
             data = self.codec.dump_all(items, what)
             digests = [digest(d) for d in data]
             return b"".join(digests), dict(zip(digests, data, strict=True))
         if key is None:
             return self._address(items, what)
         try:
-            body = ormsgpack.packb(items, default=_not_plain, option=self.options)[_header_size(len(items)) :]
+            views = _model_views(items) if self.models else items
+            body = ormsgpack.packb(views, default=_not_plain, option=PLAIN_DATA)[_header_size(len(items)) :]
         except TypeError:  # an item without an exact fingerprint: one by one
             return self._address(items, what)
         types = list(map(type, items))
@@ -101,19 +117,19 @@ class ItemCache:
         with self._lock:
             old = self._lists.pop(key, None)
             if old is not None:
-                self._lists_size -= len(old.body)
+                self._lists_size -= 2 * len(old.body)
             self._lists[key] = addressed
-            self._lists_size += len(addressed.body)
+            self._lists_size += 2 * len(addressed.body)  # its items' bytes are about as many
             while self._lists_size > self.budget // 4 and len(self._lists) > 1:
                 _, dropped = self._lists.popitem(last=False)
-                self._lists_size -= len(dropped.body)
+                self._lists_size -= 2 * len(dropped.body)
 
     def _address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
-        packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
+        packb, young, old = ormsgpack.packb, self._young, self._old
         digests, elements, learned = [], {}, []
-        for item in items:
+        for item, view in zip(items, _model_views(items) if self.models else items, strict=True):
             try:
-                fp = packb(item, default=_not_plain, option=options)
+                fp = packb(view, default=_not_plain, option=PLAIN_DATA)
             except TypeError:  # (ormsgpack.MsgpackEncodeError is one)
                 fp = None  # no exact fingerprint: the serde decides, every time
             entry = None if fp is None else (young.get(fp) or old.get(fp))

@@ -113,15 +113,15 @@ def _thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
 # Field and member names inside a thread's keys (mirrors scripts/_lib.lua). Components
 # passed here are encoded already, except where a parameter says otherwise.
 def value_field(ns: str, channel: str, version: object) -> str:
-    try:
+    # Every put names every channel's version, and most did not change: str and int versions
+    # (LangGraph's) are cached; any other kind (floats: 0.0 == -0.0) is spelled out each time.
+    if type(channel) is str and type(version) in (str, int):
         return _value_field(ns, channel, version)
-    except TypeError:  # unhashable: enc() refuses a non-str channel; str() takes any version
-        return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
+    return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
 
 
-# Every put names every channel's version, and most did not change. typed: 1 and 1.0 differ.
 @lru_cache(maxsize=16384, typed=True)
-def _value_field(ns: str, channel: str, version: object) -> str:
+def _value_field(ns: str, channel: str, version: str | int) -> str:
     return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
 
 

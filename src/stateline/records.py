@@ -52,6 +52,10 @@ class TaggedList:
     kind: str
     items: list[Any]
 
+    def __post_init__(self) -> None:
+        if not self.kind or "|" in self.kind:  # the script splits '<kind>|<digests>' at the first '|'
+            raise InvalidInput(f"a list's kind must be a non-empty name without '|', got {self.kind!r}")
+
 
 @dataclass(slots=True)  # not frozen: built on every operation, and frozen costs twice that
 class Write:

@@ -29,8 +29,9 @@ __all__ = ["run", "arun", "iterate", "aiterate"]
 T = TypeVar("T")
 
 
-def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception:
-    """The stateline error for a redis-py one."""
+def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | None:
+    """The stateline error for a redis-py one, or None to let it through as it is (errors of
+    the client itself: WatchError, LockError, InvalidResponse...)."""
     if isinstance(exc, rx.AuthenticationError):
         return AuthenticationFailed(f"the server rejected the credentials: {exc}")
     if isinstance(exc, rx.NoPermissionError):
@@ -51,7 +52,7 @@ def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception:
     if isinstance(exc, rx.AskError):
         return ServerUnavailable(f"the thread's slot is being migrated and the move did not settle: {exc}")
     if not isinstance(exc, rx.ResponseError):
-        return ServerError(f"the server connection failed: {exc}")
+        return None
     text = str(exc)
     if "NOAUTH" in text or "WRONGPASS" in text:
         return AuthenticationFailed(f"the server rejected the credentials: {exc}")
@@ -75,7 +76,9 @@ class _Mapped:
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if isinstance(exc, (rx.RedisError, rx.RedisClusterException)):
-            raise _error_for(exc) from exc
+            mapped = _error_for(exc)
+            if mapped is not None:
+                raise mapped from exc
         return False
 
 

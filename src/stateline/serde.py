@@ -27,7 +27,7 @@ from typing import Any
 
 import ormsgpack
 
-from .codec import FINGERPRINT_PLAIN
+from .codec import PLAIN_DATA
 from .errors import InvalidInput, SerializationError, StoredDataError
 
 __all__ = ["Serde", "register", "TAG"]
@@ -35,7 +35,7 @@ __all__ = ["Serde", "register", "TAG"]
 TAG = "stateline"  # the type tag of dumps_typed: the format of this module, version 1
 
 # Everything outside plain JSON-like data reaches `default` (and so the table below).
-_OPTIONS = FINGERPRINT_PLAIN
+_OPTIONS = PLAIN_DATA
 
 # msgpack extension codes (part of the stored format: never renumber).
 DATETIME, DATE, TIME, TIMEDELTA, SET, FROZENSET, TUPLE, DECIMAL, UUID, BIGINT, KEYED, CLASS = range(1, 13)
