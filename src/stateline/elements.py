@@ -22,6 +22,7 @@ same types, only the new items are looked at one by one.
 from __future__ import annotations
 
 import hashlib
+import operator
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,12 +49,24 @@ def _not_plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} has no exact fingerprint")
 
 
-def _model_views(items: list[Any]) -> list[Any]:
-    """Each pydantic model (v2) as the state its model_dump() is made of; other items as they are."""
-    return [
-        [x.__dict__, x.__pydantic_extra__, x.__pydantic_private__] if isinstance(x, _Model) else x  # type: ignore[arg-type]
-        for x in items
-    ]
+_IS_MODEL: dict[type, bool] = {}  # by class: isinstance() on a pydantic model is slow
+# The state a pydantic model's model_dump() is made of (a tuple: see PYDANTIC_OPTIONS).
+_STATE = operator.attrgetter("__dict__", "__pydantic_extra__", "__pydantic_private__")
+# JsonPlusSerializer stores a tuple as a list, so its fingerprint may too.
+PYDANTIC_OPTIONS = PLAIN_DATA & ~ormsgpack.OPT_PASSTHROUGH_TUPLE
+
+
+def _model_views(items: list[Any], types: list[type]) -> list[Any]:
+    """Each pydantic model (v2) as its state; other items as they are."""
+    is_model = _IS_MODEL
+    kinds = set(types)
+    for t in kinds.difference(is_model):
+        if len(is_model) > 4096:  # classes made on the fly: don't keep them all
+            is_model.clear()
+        is_model[t] = _Model is not None and issubclass(t, _Model)
+    if all(is_model[t] for t in kinds):  # a chat's messages
+        return list(map(_STATE, items))
+    return [_STATE(x) if is_model[t] else x for x, t in zip(items, types, strict=True)]
 
 
 @dataclass(slots=True)
@@ -80,6 +93,7 @@ class ItemCache:
         self.codec = codec
         self.mode = codec.fingerprint
         self.models = codec.fingerprint == FINGERPRINT_PYDANTIC and _Model is not None
+        self.options = PYDANTIC_OPTIONS if codec.fingerprint == FINGERPRINT_PYDANTIC else PLAIN_DATA
         self.budget = budget_bytes
         self._young: dict[bytes, tuple[type, bytes, bytes]] = {}
         self._old: dict[bytes, tuple[type, bytes, bytes]] = {}
@@ -98,12 +112,12 @@ class ItemCache:
             return b"".join(digests), dict(zip(digests, data, strict=True))
         if key is None:
             return self._address(items, what)
+        types = list(map(type, items))
         try:
-            views = _model_views(items) if self.models else items
-            body = ormsgpack.packb(views, default=_not_plain, option=PLAIN_DATA)[_header_size(len(items)) :]
+            views = _model_views(items, types) if self.models else items
+            body = ormsgpack.packb(views, default=_not_plain, option=self.options)[_header_size(len(items)) :]
         except TypeError:  # an item without an exact fingerprint: one by one
             return self._address(items, what)
-        types = list(map(type, items))
         last = self._lists.get(key)
         if last is not None and body.startswith(last.body) and types[: last.n] == last.types:
             digests, elements = self._address(items[last.n :], what)
@@ -125,11 +139,12 @@ class ItemCache:
                 self._lists_size -= 2 * len(dropped.body)
 
     def _address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
-        packb, young, old = ormsgpack.packb, self._young, self._old
+        packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
         digests, elements, learned = [], {}, []
-        for item, view in zip(items, _model_views(items) if self.models else items, strict=True):
+        views = _model_views(items, list(map(type, items))) if self.models else items
+        for item, view in zip(items, views, strict=True):
             try:
-                fp = packb(view, default=_not_plain, option=PLAIN_DATA)
+                fp = packb(view, default=_not_plain, option=options)
             except TypeError:  # (ormsgpack.MsgpackEncodeError is one)
                 fp = None  # no exact fingerprint: the serde decides, every time
             entry = None if fp is None else (young.get(fp) or old.get(fp))
