@@ -10,8 +10,9 @@ keys each item by a fingerprint, ormsgpack's native encoding of the item's plain
 a pydantic model, when the serde stores it as its model_dump(): its fields, extras and
 private attributes, read directly), which is several times cheaper than the serde's own
 path. An item whose fingerprint (and type) was seen before reuses the bytes and digest
-computed then; anything the fingerprint cannot render exactly (datetimes, tuples, enums,
-subclasses, big ints, models nested inside an item...) is serialized afresh.
+computed then; anything the fingerprint cannot render exactly (datetimes, enums, subclasses,
+big ints, models nested inside an item, tuples for a serde that keeps them apart from lists...)
+is serialized afresh.
 
 A channel's list usually grows at its end, so the whole list is fingerprinted first, in
 one call: when the previous list of that channel is a prefix of it (msgpack is

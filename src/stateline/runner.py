@@ -68,8 +68,9 @@ def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | Non
 
 
 class _Mapped:
-    """``with MAPPED:`` raises the stateline error for any redis-py error inside (a plain
-    class: a generator-based context manager costs microseconds on every step)."""
+    """``with MAPPED:`` raises the stateline error for a redis-py error inside (see
+    _error_for; a plain class: a generator-based context manager costs microseconds on every
+    step)."""
 
     def __enter__(self) -> None:
         return None
