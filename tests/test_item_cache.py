@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field, model_serializer
+from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field, field_serializer, model_serializer
 
 from stateline import SyncRedisCheckpointer
 from stateline.codec import FINGERPRINT_PYDANTIC, ValueCodec
@@ -232,6 +232,38 @@ class FromPrivate(BaseModel):
         return self._p
 
 
+class TupleAware(BaseModel):
+    x: Any
+
+    @field_serializer("x")
+    def keep_tuples(self, v: Any) -> Any:
+        return {"tuple": list(v)} if isinstance(v, tuple) else v
+
+
+class Slotted(BaseModel):
+    __slots__ = ("tag",)  # state outside the fields, read by a computed field
+    x: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def t(self) -> str:
+        return self.tag
+
+
+def _slotted(tag: str) -> Slotted:
+    m = Slotted()
+    object.__setattr__(m, "tag", tag)
+    return m
+
+
+class FieldsSet(BaseModel):
+    x: Any = None
+
+    @model_serializer(mode="wrap")
+    def dump(self, handler: Any) -> dict:
+        return {**handler(self), "set": sorted(self.model_fields_set)}
+
+
 def _private(p: int) -> FromPrivate:
     m = FromPrivate(a=1)
     m._p = p
@@ -250,6 +282,9 @@ LOOKALIKES = [
     (AIMessage("hi", additional_kwargs={"p": Cat(name="x")}), AIMessage("hi", additional_kwargs={"p": Dog(name="x")})),
     (AIMessage("hi", additional_kwargs={"p": {"a": 1}}), AIMessage("hi", additional_kwargs={"p": TimesTen(a=1)})),
     (_private(0), _private(5)),  # a computed field reading a private attribute
+    (TupleAware(x=[1]), TupleAware(x=(1,))),  # a serializer that tells tuples from lists
+    (_slotted("A"), _slotted("B")),
+    (FieldsSet(x=1), FieldsSet.model_construct(x=1, _fields_set=set())),
 ]
 
 

@@ -50,24 +50,63 @@ def _not_plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} has no exact fingerprint")
 
 
-_IS_MODEL: dict[type, bool] = {}  # by class: isinstance() on a pydantic model is slow
+# By class: may a model be fingerprinted by its state (isinstance() on a model is slow, and
+# the checks below walk its schema)? None: not a pydantic model at all.
+_FINGERPRINTABLE: dict[type, bool | None] = {}
+_UNSEEN: Any = object()  # (also: no view of an item)
 # The state a pydantic model's model_dump() is made of (a tuple: see PYDANTIC_OPTIONS).
 _STATE = operator.attrgetter("__dict__", "__pydantic_extra__", "__pydantic_private__")
 # JsonPlusSerializer stores a tuple as a list, so its fingerprint may too.
 PYDANTIC_OPTIONS = PLAIN_DATA & ~ormsgpack.OPT_PASSTHROUGH_TUPLE
 
 
+def _custom_serialization(schema: Any) -> bool:
+    """Whether a pydantic core schema calls user code to serialize anything."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ser = node.get("serialization")
+            if isinstance(ser, dict) and str(ser.get("type", "")).startswith("function"):
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return False
+
+
+def _fingerprintable(cls: type) -> bool | None:
+    """A pydantic model class whose model_dump() depends on nothing but its fields, extras
+    and private attributes: no serializer or computed field of its own, no model_dump of its
+    own, no __slots__ of its own (state the fingerprint would not see). None: not a model."""
+    if _Model is None or not issubclass(cls, _Model):
+        return None
+    decorators = cls.__pydantic_decorators__
+    own_slots = any(c.__dict__.get("__slots__") for c in cls.__mro__[: cls.__mro__.index(_Model)])
+    return not (
+        decorators.field_serializers
+        or decorators.model_serializers
+        or decorators.computed_fields
+        or cls.model_dump is not _Model.model_dump
+        or own_slots
+        or _custom_serialization(cls.__pydantic_core_schema__)
+    )
+
+
 def _model_views(items: list[Any], types: list[type]) -> list[Any]:
-    """Each pydantic model (v2) as its state; other items as they are."""
-    is_model = _IS_MODEL
-    kinds = set(types)
-    for t in kinds.difference(is_model):
-        if len(is_model) > 4096:  # classes made on the fly: don't keep them all
-            is_model.clear()
-        is_model[t] = _Model is not None and issubclass(t, _Model)
-    if all(is_model[t] for t in kinds):  # a chat's messages
+    """Each pydantic model (v2) as its state; other items as they are. A model that cannot
+    be fingerprinted by its state becomes itself, which the fingerprint refuses."""
+    known = _FINGERPRINTABLE
+    kinds: dict[type, bool | None] = {}  # read from here only: another thread may clear `known`
+    for t in set(types):
+        kinds[t] = flag = known.get(t, _UNSEEN)
+        if flag is _UNSEEN:
+            if len(known) > 4096:  # classes made on the fly: don't keep them all
+                known.clear()
+            kinds[t] = known[t] = _fingerprintable(t)
+    if all(kinds.values()):  # a chat's messages
         return list(map(_STATE, items))
-    return [_STATE(x) if is_model[t] else x for x, t in zip(items, types, strict=True)]
+    return [_STATE(x) if kinds[t] else x for x, t in zip(items, types, strict=True)]
 
 
 @dataclass(slots=True)
@@ -117,7 +156,7 @@ class ItemCache:
         try:
             views = _model_views(items, types) if self.models else items
             body = ormsgpack.packb(views, default=_not_plain, option=self.options)[_header_size(len(items)) :]
-        except TypeError:  # an item without an exact fingerprint: one by one
+        except (TypeError, AttributeError):  # an item without an exact fingerprint: one by one
             return self._address(items, what)
         last = self._lists.get(key)
         if last is not None and body.startswith(last.body) and types[: last.n] == last.types:
@@ -142,10 +181,13 @@ class ItemCache:
     def _address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
         packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
         digests, elements, learned = [], {}, []
-        views = _model_views(items, list(map(type, items))) if self.models else items
+        try:
+            views = _model_views(items, list(map(type, items))) if self.models else items
+        except AttributeError:  # a model without its pydantic state (made with __new__...)
+            views = [_UNSEEN] * len(items)
         for item, view in zip(items, views, strict=True):
             try:
-                fp = packb(view, default=_not_plain, option=options)
+                fp = None if view is _UNSEEN else packb(view, default=_not_plain, option=options)
             except TypeError:  # (ormsgpack.MsgpackEncodeError is one)
                 fp = None  # no exact fingerprint: the serde decides, every time
             entry = None if fp is None else (young.get(fp) or old.get(fp))
