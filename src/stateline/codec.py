@@ -38,9 +38,10 @@ PLAIN_DATA = (
 )
 # What a serde's output for a list item is a function of (ValueCodec.fingerprint):
 FINGERPRINT_PLAIN = "plain"  # the item's plain data (stateline's Serde)
-# ...or, for an item that is a pydantic model, its type, fields, extras and private
-# attributes, when those are plain data (LangGraph's JsonPlusSerializer stores a model as its
-# model_dump(); a model nested inside has no exact fingerprint and goes to the serde)
+# ...or, for an item that is a pydantic model whose model_dump() runs no code of its own, its
+# type, fields, extras and private attributes, when those are plain data (LangGraph's
+# JsonPlusSerializer stores a model as its model_dump(); a model nested inside an item has no
+# exact fingerprint and goes to the serde)
 FINGERPRINT_PYDANTIC = "pydantic"
 
 
