@@ -7,12 +7,13 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field, field_serializer, model_serializer
 
-from stateline import SyncRedisCheckpointer
+from stateline import Checkpoint, SerializationError, SyncRedisCheckpointer
 from stateline.codec import FINGERPRINT_PYDANTIC, ValueCodec
 from stateline.elements import ItemCache, digest
 from stateline.langgraph import RedisSaver
@@ -146,8 +147,6 @@ def test_a_node_that_edits_earlier_messages_in_place_has_its_edits_stored(url: s
 
 
 def test_the_seed_api_stores_dicts_changed_in_place(url: str, prefix: str) -> None:
-    from stateline import Checkpoint
-
     store = SyncRedisCheckpointer(url, prefix=prefix)
     messages = [{"role": "user", "content": f"m{i}", "n": i} for i in range(8)]
     store.save(Checkpoint(session_id="s", checkpoint_id="c1", state={"messages": messages}))
@@ -160,9 +159,7 @@ def test_the_seed_api_stores_dicts_changed_in_place(url: str, prefix: str) -> No
 
 
 @pytest.mark.parametrize("bad", [object(), {"k": object()}])
-def test_an_unserializable_item_is_still_refused(url: str, prefix: str, bad: object) -> None:
-    from stateline import SerializationError
-
+def test_an_unserializable_item_is_still_refused(bad: object) -> None:
     serde = JsonPlusSerializer()
     cache = ItemCache(ValueCodec(serde, fingerprint=FINGERPRINT_PYDANTIC))
     with pytest.raises(SerializationError, match="an item"):
@@ -170,8 +167,6 @@ def test_an_unserializable_item_is_still_refused(url: str, prefix: str, bad: obj
 
 
 def test_a_channels_growing_list_reuses_its_prefix_only_when_content_and_types_match() -> None:
-    from pydantic import BaseModel
-
     class A(BaseModel):
         x: int
 
@@ -300,7 +295,6 @@ def test_items_that_only_look_alike_keep_their_own_bytes(first: object, then: ob
 
 
 def test_a_model_nested_in_a_stored_item_is_not_confused_across_threads(url: str, prefix: str) -> None:
-    from langgraph.checkpoint.base import empty_checkpoint
 
     saver = RedisSaver(url, prefix=prefix, serde=JsonPlusSerializer(allowed_msgpack_modules=[Cat, Dog]))
 
