@@ -295,7 +295,6 @@ def test_items_that_only_look_alike_keep_their_own_bytes(first: object, then: ob
 
 
 def test_a_model_nested_in_a_stored_item_is_not_confused_across_threads(url: str, prefix: str) -> None:
-
     saver = RedisSaver(url, prefix=prefix, serde=JsonPlusSerializer(allowed_msgpack_modules=[Cat, Dog]))
 
     def put(thread: str, pet: BaseModel) -> dict:
