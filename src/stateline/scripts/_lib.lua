@@ -53,10 +53,12 @@ local function hmget(fields)
   return out
 end
 
--- HSET of any number of field/value pairs (a flat table), in chunks unpack() can take.
-local function hset_pairs(flat)
-  for i = 1, #flat, 1000 do
-    redis.call('HSET', D, unpack(flat, i, math.min(i + 999, #flat)))
+-- A command on one key with any number of arguments (a flat table), sent in chunks that
+-- unpack() can take; chunks hold an even number, so field/value and score/member pairs
+-- stay together.
+local function call_chunked(command, key, args)
+  for i = 1, #args, 500 do
+    redis.call(command, key, unpack(args, i, math.min(i + 499, #args)))
   end
 end
 
@@ -132,11 +134,8 @@ local function drop_checkpoint(ns, cid)
   redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
   if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
   local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
-  for i = 1, #writes, 500 do
-    local chunk = {unpack(writes, i, math.min(i + 499, #writes))}
-    redis.call('HDEL', D, unpack(chunk))
-    redis.call('ZREM', I, unpack(chunk))
-  end
+  call_chunked('HDEL', D, writes)
+  call_chunked('ZREM', I, writes)
   return 1
 end
 
@@ -195,11 +194,8 @@ local function trim(ns, keep)
     local cid = string.match(w, '^w:[^:]*:([^:]*):')
     if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then orphans[#orphans + 1] = w end
   end
-  for i = 1, #orphans, 500 do
-    local chunk = {unpack(orphans, i, math.min(i + 499, #orphans))}
-    redis.call('HDEL', D, unpack(chunk))
-    redis.call('ZREM', I, unpack(chunk))
-  end
+  call_chunked('HDEL', D, orphans)
+  call_chunked('ZREM', I, orphans)
   return dropped + #orphans
 end
 
@@ -253,9 +249,7 @@ local function sweep()
       dead[#dead + 1] = f
     end
   end
-  for i = 1, #dead, 500 do
-    redis.call('HDEL', D, unpack(dead, i, math.min(i + 499, #dead)))
-  end
+  call_chunked('HDEL', D, dead)
   redis.call('HDEL', D, 'g')
   return #dead
 end

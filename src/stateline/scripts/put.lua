@@ -98,7 +98,7 @@ if alias ~= '' then  -- saving an alias again replaces the checkpoint that had i
   set('a:' .. ns .. ':' .. alias, cid)
 end
 set('c:' .. ns .. ':' .. cid, rec)
-hset_pairs(fields)
+call_chunked('HSET', D, fields)
 redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 

@@ -38,7 +38,7 @@ for i = first, #ARGV, 2 do
   end
   members[#members + 1] = 0; members[#members + 1] = f
 end
-hset_pairs(fields)
-for i = 1, #members, 1000 do redis.call('ZADD', I, unpack(members, i, math.min(i + 999, #members))) end
+call_chunked('HSET', D, fields)
+call_chunked('ZADD', I, members)
 expire(ttl)
 return stored
