@@ -160,10 +160,10 @@ class ItemCache:
             return self._address(items, what)
         last = self._lists.get(key)
         if last is not None and body.startswith(last.body) and types[: last.n] == last.types:
-            digests, elements = self._address(items[last.n :], what)
+            digests, elements = self._address(items[last.n :], what, views[last.n :])
             digests, elements = last.digests + digests, {**last.elements, **elements}
         else:
-            digests, elements = self._address(items, what)
+            digests, elements = self._address(items, what, views)
         self._remember(key, _Addressed(body, types, len(items), digests, elements))
         return digests, elements
 
@@ -178,13 +178,15 @@ class ItemCache:
                 _, dropped = self._lists.popitem(last=False)
                 self._lists_size -= 2 * len(dropped.body)
 
-    def _address(self, items: list[Any], what: str) -> tuple[bytes, dict[bytes, bytes]]:
+    def _address(self, items: list[Any], what: str, views: list[Any] | None = None) -> tuple[bytes, dict[bytes, bytes]]:
+        """Item by item; ``views``: the items' fingerprint views, when already made."""
         packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
         digests, elements, learned = [], {}, []
-        try:
-            views = _model_views(items, list(map(type, items))) if self.models else items
-        except AttributeError:  # a model without its pydantic state (made with __new__...)
-            views = [_UNSEEN] * len(items)
+        if views is None:
+            try:
+                views = _model_views(items, list(map(type, items))) if self.models else items
+            except AttributeError:  # a model without its pydantic state (made with __new__...)
+                views = [_UNSEEN] * len(items)
         for item, view in zip(items, views, strict=True):
             try:
                 fp = None if view is _UNSEEN else packb(view, default=_not_plain, option=options)
