@@ -312,6 +312,14 @@ def write_json(results: dict, path: Path) -> None:
     path.write_text(json.dumps(results, indent=1, default=str))
 
 
+def _log_axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def chart(results: dict, path: Path) -> Path:
     import matplotlib
 
@@ -344,11 +352,8 @@ def chart(results: dict, path: Path) -> Path:
                 c, ls = style[key]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, color=c, marker="o", label=SHORT[key])
         ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("checkpoints in the thread")
-        ax.set_ylabel("median latency (µs)")
-        ax.set_title(f"(a) {OP_LABEL[op]}" + (" (floor: GET)" if op == "list_10" else " (floor: EVALSHA)"))
-        ax.grid(True, which="both", alpha=0.3)
+        title = f"(a) {OP_LABEL[op]}" + (" (floor: GET)" if op == "list_10" else " (floor: EVALSHA)")
+        _log_axes(ax, "checkpoints in the thread", "median latency (µs)", title)
     axes[0][0].legend(fontsize=7)
     ax = axes[1][0]
     for key, e in results["agent"].items():
@@ -356,11 +361,7 @@ def chart(results: dict, path: Path) -> Path:
             continue
         c, ls = style[key]
         ax.plot([r["turn"] for r in e["rows"]], [r["saver_ms"] for r in e["rows"]], ls, color=c, label=SHORT[key], lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("chat turns in the thread (5 checkpoints each)")
-    ax.set_ylabel("saver time per turn (ms)")
-    ax.set_title("(b) agent: saver time per turn")
-    ax.grid(True, which="both", alpha=0.3)
+    _log_axes(ax, "chat turns in the thread (5 checkpoints each)", "saver time per turn (ms)", "(b) agent: saver time per turn")
     ax.legend(fontsize=7)
     ax = axes[1][1]
     for key, e in results["agent"].items():
@@ -372,11 +373,7 @@ def chart(results: dict, path: Path) -> Path:
         ax.plot(
             [p[0] for p in pts], [max(p[1], 1) / 1e6 for p in pts], ls, color=c, marker=".", label=SHORT[key] + what
         )
-    ax.set_yscale("log")
-    ax.set_xlabel("chat turns in the thread")
-    ax.set_ylabel("MB")
-    ax.set_title("(d) memory of the agent's thread (Redis used_memory Δ)")
-    ax.grid(True, which="both", alpha=0.3)
+    _log_axes(ax, "chat turns in the thread", "MB", "(d) memory of the agent's thread (Redis used_memory Δ)")
     ax.legend(fontsize=7)
     fig.suptitle("stateline bench: " + ("quick mode" if results["meta"]["config"]["quick"] else "full run"))
     fig.tight_layout()
