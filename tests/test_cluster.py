@@ -6,11 +6,12 @@ import uuid
 
 import pytest
 import redis
-from langgraph.checkpoint.conformance import checkpointer_test, validate
-from langgraph.checkpoint.conformance.report import ProgressCallbacks
+from langgraph.checkpoint.conformance import checkpointer_test
 from redis.cluster import RedisCluster
 
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
+
+from .test_conformance import assert_full_conformance
 
 
 async def test_full_conformance_on_a_cluster(cluster_url: str) -> None:
@@ -20,10 +21,7 @@ async def test_full_conformance_on_a_cluster(cluster_url: str) -> None:
         yield s
         await s.aclose()
 
-    report = await validate(saver, progress=ProgressCallbacks.quiet())
-    failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
-    assert report.passed_all_base() and report.passed_all(), failures
-    assert sum(r.tests_passed for r in report.results.values()) == 81
+    await assert_full_conformance(saver)
 
 
 def test_threads_spread_over_every_master_and_discovery_sees_them_all(cluster_url: str) -> None:

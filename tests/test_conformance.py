@@ -45,14 +45,18 @@ def _factory(cls, url: str):
     return saver
 
 
-async def test_full_saver_passes_every_conformance_test(url: str) -> None:
-    report = await validate(_factory(AsyncRedisSaver, url), progress=ProgressCallbacks.quiet())
-    report.print_report()
+async def assert_full_conformance(factory) -> None:
+    """Every base and extended test of the suite passes (81 of them) for the saver ``factory`` makes."""
+    report = await validate(factory, progress=ProgressCallbacks.quiet())
     counts = {cap: (r.tests_passed, r.tests_failed) for cap, r in report.results.items()}
     failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
     assert report.passed_all_base(), failures
     assert report.passed_all(), failures
     assert sum(p for p, _ in counts.values()) == 81, counts
+
+
+async def test_full_saver_passes_every_conformance_test(url: str) -> None:
+    await assert_full_conformance(_factory(AsyncRedisSaver, url))
 
 
 async def test_shallow_saver_passes_every_test_that_needs_no_history(url: str) -> None:
@@ -93,7 +97,4 @@ class SyncDriven(RedisSaver):
 
 
 async def test_sync_methods_pass_every_conformance_test(url: str) -> None:
-    report = await validate(_factory(SyncDriven, url), progress=ProgressCallbacks.quiet())
-    failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
-    assert report.passed_all_base() and report.passed_all(), failures
-    assert sum(r.tests_passed for r in report.results.values()) == 81
+    await assert_full_conformance(_factory(SyncDriven, url))

@@ -26,14 +26,14 @@ import pytest
 import redis
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
-from langgraph.checkpoint.conformance import checkpointer_test, validate
-from langgraph.checkpoint.conformance.report import ProgressCallbacks
+from langgraph.checkpoint.conformance import checkpointer_test
 from langgraph.graph import END, START, StateGraph
 
 from stateline import AuthenticationFailed, InvalidInput, PermissionDenied, ServerUnavailable
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
 
 from . import servers
+from .test_conformance import assert_full_conformance
 
 REDIS = servers.redis_binary()
 pytestmark = pytest.mark.skipif(REDIS is None, reason="needs a TLS-enabled redis-server (apt-get install redis-server)")
@@ -146,10 +146,7 @@ async def test_full_conformance_over_tls_as_a_prefix_limited_user(
         yield s
         await s.aclose()
 
-    report = await validate(saver, progress=ProgressCallbacks.quiet())
-    failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
-    assert report.passed_all_base() and report.passed_all(), failures
-    assert sum(r.tests_passed for r in report.results.values()) == 81
+    await assert_full_conformance(saver)
     assert acl_log() == [], "the server denied stateline something"
 
 
