@@ -22,6 +22,7 @@ from .errors import (
     ServerError,
     ServerUnavailable,
 )
+from .held import held
 from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
@@ -92,6 +93,16 @@ def _queue(target: Any, step: Call | Command) -> Any:
     if step.route is not None and is_cluster(target):
         return target.execute_command(*step.args, target_nodes=target.get_node_from_key(step.route))
     return target.execute_command(*step.args)
+
+
+def _single(client: Any, step: Call | Command) -> Any:
+    """One step on its own (not in a pipeline): a script call on a kept connection when the
+    client qualifies (see held.py). Returns the reply, or for an asyncio client an awaitable."""
+    if isinstance(step, Call):
+        kept = held(client)
+        if kept is not None:
+            return kept.call(_args(step))
+    return _queue(client, step)
 
 
 def _routed(client: Any, batch: Batch) -> bool:
@@ -202,11 +213,11 @@ def _execute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch):
         return _raise_first(_pipeline(client, step.steps))
     try:
-        return _queue(client, step)
+        return _single(client, step)
     except rx.NoScriptError:
         assert isinstance(step, Call)
         client.script_load(step.script.body)
-        return _queue(client, step)
+        return _single(client, step)
 
 
 def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
@@ -302,11 +313,11 @@ async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch):
         return _raise_first(await _apipeline(client, step.steps))
     try:
-        return await _queue(client, step)
+        return await _single(client, step)
     except rx.NoScriptError:
         assert isinstance(step, Call)
         await client.script_load(step.script.body)
-        return await _queue(client, step)
+        return await _single(client, step)
 
 
 async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:

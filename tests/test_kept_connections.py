@@ -1,0 +1,192 @@
+"""Script calls reuse a kept connection (held.py): no reply ever reaches the wrong call,
+whatever happens to the connection, and only plain clients take that path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aredis
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
+
+from stateline.held import held
+from stateline.langgraph import AsyncRedisSaver, RedisSaver
+
+
+def checkpoint(n: int) -> dict:
+    c = empty_checkpoint()
+    c["id"] = str(uuid6())
+    c["channel_values"] = {"n": n, "log": [f"entry {n}.{i}" for i in range(3)]}
+    c["channel_versions"] = {"n": n + 1, "log": n + 1}
+    return c
+
+
+def put(saver: RedisSaver, thread: str, n: int) -> dict:
+    cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    return saver.put(cfg, checkpoint(n), {"step": n}, {"n": n + 1, "log": n + 1})
+
+
+def latest_n(saver: RedisSaver, thread: str) -> int:
+    got = saver.get_tuple({"configurable": {"thread_id": thread}})
+    assert got is not None
+    return got.checkpoint["channel_values"]["n"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_connection_killed_by_the_server_is_replaced_and_the_put_lands(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    put(saver, "killed", 0)  # a thread's first put is a pipeline (it indexes the thread)
+    put(saver, "killed", 1)
+    assert held(saver._conn.sync).idle  # the connection is kept between calls
+    killed = client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    put(saver, "killed", 2)  # the kept connection is dead: redis-py's Retry reconnects
+    assert latest_n(saver, "killed") == 2
+
+
+async def test_an_async_connection_killed_by_the_server_is_replaced(url: str, prefix: str, client: redis.Redis) -> None:
+    saver = AsyncRedisSaver(url, prefix=prefix)
+    for n in range(2):
+        await saver.aput(
+            {"configurable": {"thread_id": "killed", "checkpoint_ns": ""}},
+            checkpoint(n),
+            {},
+            {"n": n + 1, "log": n + 1},
+        )
+    assert held(saver._conn.aio).idle
+    assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+    await saver.aput(
+        {"configurable": {"thread_id": "killed", "checkpoint_ns": ""}}, checkpoint(2), {}, {"n": 3, "log": 3}
+    )
+    got = await saver.aget_tuple({"configurable": {"thread_id": "killed"}})
+    assert got is not None and got.checkpoint["channel_values"]["n"] == 2
+
+
+def test_an_interrupt_during_a_call_leaves_no_reply_for_the_next_one(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    put(saver, "other", 7)
+    put(saver, "paused", 0)
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    client.client_pause(60_000, all=False)  # writes wait: the put is sent and its reply never comes
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            put(saver, "paused", 1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        client.client_unpause()
+    # The interrupted put's reply (if the server ran it) must not be read as these replies.
+    assert latest_n(saver, "other") == 7
+    assert saver.get_tuple({"configurable": {"thread_id": "nowhere"}}) is None
+    put(saver, "paused", 2)
+    assert latest_n(saver, "paused") == 2
+
+
+async def test_a_cancelled_async_call_leaves_no_reply_for_the_next_one(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = AsyncRedisSaver(url, prefix=prefix)
+    cfg = {"configurable": {"thread_id": "other", "checkpoint_ns": ""}}
+    await saver.aput(cfg, checkpoint(7), {}, {"n": 8, "log": 8})
+    client.client_pause(60_000, all=False)
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            target = {"configurable": {"thread_id": "paused", "checkpoint_ns": ""}}
+            await asyncio.wait_for(saver.aput(target, checkpoint(1), {}, {"n": 2, "log": 2}), 0.2)
+    finally:
+        client.client_unpause()
+    got = await saver.aget_tuple({"configurable": {"thread_id": "other"}})
+    assert got is not None and got.checkpoint["channel_values"]["n"] == 7
+    assert await saver.aget_tuple({"configurable": {"thread_id": "nowhere"}}) is None
+    target = {"configurable": {"thread_id": "paused", "checkpoint_ns": ""}}
+    await saver.aput(target, checkpoint(3), {}, {"n": 4, "log": 4})
+    got = await saver.aget_tuple({"configurable": {"thread_id": "paused"}})
+    assert got is not None and got.checkpoint["channel_values"]["n"] == 3
+
+
+def test_a_forked_child_talks_over_connections_of_its_own(url: str, prefix: str) -> None:
+    """Parent and child write at once with the saver made before the fork: sharing the kept
+    socket would hand each one the other's replies."""
+    saver = RedisSaver(url, prefix=prefix)
+    put(saver, "parent", 0)
+    put(saver, "parent", 1)
+    assert held(saver._conn.sync).idle  # a connection the child inherits
+    rounds = 150
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            for n in range(rounds):
+                put(saver, "child", n)
+                if latest_n(saver, "child") != n:
+                    break
+            else:
+                code = 0
+        finally:
+            os._exit(code)
+    for n in range(rounds):
+        put(saver, "parent", n)
+        assert latest_n(saver, "parent") == n
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert latest_n(saver, "child") == rounds - 1
+
+
+def test_threads_each_get_a_connection_and_at_most_eight_are_kept(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    start = threading.Barrier(16)
+
+    def work(i: int) -> None:
+        start.wait()
+        for n in range(30):
+            put(saver, f"t{i}", n)
+            assert latest_n(saver, f"t{i}") == n
+
+    with ThreadPoolExecutor(16) as pool:
+        for done in [pool.submit(work, i) for i in range(16)]:
+            done.result()  # raises a thread's error here
+    kept = held(saver._conn.sync)
+    assert 1 <= len(kept.idle) <= 8
+
+
+class Traced(redis.Redis):
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.seen = [*getattr(self, "seen", []), args[0]]
+        return super().execute_command(*args, **options)
+
+
+def test_only_plain_clients_keep_connections(url: str, prefix: str) -> None:
+    assert held(redis.Redis.from_url(url)) is not None
+    assert held(aredis.Redis.from_url(url)) is not None
+    assert held(redis.Redis.from_url(url, max_connections=3)) is None  # too few to keep any
+    not_plain = [
+        redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url)),
+        redis.Redis.from_url(url, single_connection_client=True),
+        redis.Redis.from_url(url, protocol=3),
+        Traced.from_url(url),
+    ]
+    assert [held(c) for c in not_plain] == [None] * len(not_plain)
+    traced = Traced.from_url(url)
+    traced_saver = RedisSaver(traced, prefix=prefix)
+    put(traced_saver, "traced", 0)
+    put(traced_saver, "traced", 1)
+    assert "EVALSHA" in traced.seen  # a client that wraps execute_command still sees every call
