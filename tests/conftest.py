@@ -35,7 +35,9 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real 3-master cluster (Valkey 9: WAITAOF, which Redis 7.0 lacks), for the session."""
     from . import servers
 
-    with servers.cluster(tmp_path_factory.mktemp("cluster"), servers.valkey_binary(), 3, 0, "--appendonly", "yes") as nodes:
+    with servers.cluster(
+        tmp_path_factory.mktemp("cluster"), servers.valkey_binary(), 3, 0, "--appendonly", "yes"
+    ) as nodes:
         yield "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
 
 

@@ -34,7 +34,9 @@ def test_threads_spread_over_every_master_and_discovery_sees_them_all(cluster_ur
         cp = empty_checkpoint()
         cp["channel_values"] = {"messages": [f"{t} says {j}" for j in range(6)]}
         cp["channel_versions"] = {"messages": 1}
-        cfg = saver.put({"configurable": {"thread_id": t, "checkpoint_ns": ""}}, cp, {"run_id": f"run-{t}"}, {"messages": 1})
+        cfg = saver.put(
+            {"configurable": {"thread_id": t, "checkpoint_ns": ""}}, cp, {"run_id": f"run-{t}"}, {"messages": 1}
+        )
         saver.put_writes(cfg, [("messages", ["x"]), ("__error__", "e")], "task")
     client: RedisCluster = saver._conn.sync
     owners = {client.get_node_from_key(saver.engine.keys(t).data).port for t in threads}
@@ -44,7 +46,10 @@ def test_threads_spread_over_every_master_and_discovery_sees_them_all(cluster_ur
     assert saver.get_tuple({"configurable": {"thread_id": "thread-1"}}) is None
     assert saver.get_tuple({"configurable": {"thread_id": "thread-3"}}).pending_writes
     saver.copy_thread("thread-3", "copy-of-3")  # different slots, different masters
-    assert saver.get_tuple({"configurable": {"thread_id": "copy-of-3"}}).checkpoint["channel_values"]["messages"][0] == "thread-3 says 0"
+    assert (
+        saver.get_tuple({"configurable": {"thread_id": "copy-of-3"}}).checkpoint["channel_values"]["messages"][0]
+        == "thread-3 says 0"
+    )
     saver.prune(["thread-4"], strategy="delete")
     assert saver.get_tuple({"configurable": {"thread_id": "thread-4"}}) is None
 
@@ -229,7 +234,11 @@ def test_a_durability_wait_shares_the_connection_of_its_write(cluster_url: str, 
     async def puts(n: int) -> None:
         nonlocal cfg
         for i in range(n):
-            cfg = await saver.aput(cfg, checkpoint(i), {}, {"n": i + 1}) if kind == "async" else saver.put(cfg, checkpoint(i), {}, {"n": i + 1})
+            cfg = (
+                await saver.aput(cfg, checkpoint(i), {}, {"n": i + 1})
+                if kind == "async"
+                else saver.put(cfg, checkpoint(i), {}, {"n": i + 1})
+            )
 
     asyncio.run(puts(2))  # scripts loaded, thread indexed
     with node.monitor() as monitor:
@@ -334,7 +343,9 @@ def test_durable_writes_follow_ask_then_moved_step_by_step(cluster_url: str, kin
     assert [t.checkpoint["id"] for t in reader.list({"configurable": {"thread_id": thread}})] == written[::-1]
 
 
-def _a_move(cluster_url: str, saver: RedisSaver, thread: str) -> tuple[dict[int, redis.Redis], int, int, int, dict[int, str]]:
+def _a_move(
+    cluster_url: str, saver: RedisSaver, thread: str
+) -> tuple[dict[int, redis.Redis], int, int, int, dict[int, str]]:
     """What moving a thread's slot needs: a client per master, the slot, the port of the
     master that owns it, another master to move it to, and every master's node id."""
     ports = [int(hp.split(":")[1]) for hp in cluster_url.removeprefix("redis+cluster://").split(",")]

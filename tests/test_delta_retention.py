@@ -22,7 +22,9 @@ def reply(state: State) -> dict:
 
 
 def graph(saver: RedisSaver):
-    return StateGraph(State).add_node("bot", reply).add_edge(START, "bot").add_edge("bot", END).compile(checkpointer=saver)
+    return (
+        StateGraph(State).add_node("bot", reply).add_edge(START, "bot").add_edge("bot", END).compile(checkpointer=saver)
+    )
 
 
 def chat(saver: RedisSaver, turns: int) -> dict:
@@ -41,8 +43,12 @@ def expected(turns: int) -> list[str]:
 
 
 @pytest.mark.parametrize("keep_last", [1, 3])
-def test_a_shallow_saver_keeps_the_checkpoints_a_delta_channel_is_rebuilt_from(url: str, prefix: str, keep_last: int) -> None:
-    saver = ShallowRedisSaver(url, prefix=prefix) if keep_last == 1 else RedisSaver(url, prefix=prefix, keep_last=keep_last)
+def test_a_shallow_saver_keeps_the_checkpoints_a_delta_channel_is_rebuilt_from(
+    url: str, prefix: str, keep_last: int
+) -> None:
+    saver = (
+        ShallowRedisSaver(url, prefix=prefix) if keep_last == 1 else RedisSaver(url, prefix=prefix, keep_last=keep_last)
+    )
     cfg = chat(saver, 23)
     fresh = graph(RedisSaver(url, prefix=prefix))
     assert [m.content for m in fresh.get_state(cfg).values["messages"]] == expected(23)

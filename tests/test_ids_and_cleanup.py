@@ -96,7 +96,9 @@ def _fill(saver: RedisSaver, thread: str) -> None:
     parent = None
     for i in range(5):
         for ns in ("", "sub:1"):
-            stored = put(saver, thread, ns, {"n": i, "msgs": [f"m{j}" for j in range(i + 4)]}, parent if ns == "" else None)
+            stored = put(
+                saver, thread, ns, {"n": i, "msgs": [f"m{j}" for j in range(i + 4)]}, parent if ns == "" else None
+            )
             saver.put_writes(stored, [("n", i), ("__interrupt__", "x")], task_id=f"t{i}")
             if ns == "":
                 parent = stored["configurable"]["checkpoint_id"]
@@ -112,7 +114,9 @@ def test_delete_thread_leaves_no_key(url: str, prefix: str, client: redis.Redis)
     assert [t.config["configurable"]["thread_id"] for t in saver.list(None, limit=1)] == ["kept"]
 
 
-def test_prune_delete_leaves_no_key_and_keep_latest_leaves_no_orphan(url: str, prefix: str, client: redis.Redis) -> None:
+def test_prune_delete_leaves_no_key_and_keep_latest_leaves_no_orphan(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
     saver = RedisSaver(url, prefix=prefix)
     _fill(saver, "a")
     _fill(saver, "b")
@@ -157,6 +161,12 @@ def test_copy_thread_keeps_ids_and_source(url: str, prefix: str) -> None:
     saver = RedisSaver(url, prefix=prefix)
     _fill(saver, "src")
     saver.copy_thread("src", "dst:{copy}")
-    src = [(t.config["configurable"]["checkpoint_id"], t.checkpoint["channel_values"], t.pending_writes) for t in saver.list({"configurable": {"thread_id": "src"}})]
-    dst = [(t.config["configurable"]["checkpoint_id"], t.checkpoint["channel_values"], t.pending_writes) for t in saver.list({"configurable": {"thread_id": "dst:{copy}"}})]
+    src = [
+        (t.config["configurable"]["checkpoint_id"], t.checkpoint["channel_values"], t.pending_writes)
+        for t in saver.list({"configurable": {"thread_id": "src"}})
+    ]
+    dst = [
+        (t.config["configurable"]["checkpoint_id"], t.checkpoint["channel_values"], t.pending_writes)
+        for t in saver.list({"configurable": {"thread_id": "dst:{copy}"}})
+    ]
     assert src == dst and len(src) == 10

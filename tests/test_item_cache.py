@@ -179,7 +179,9 @@ def test_a_channels_growing_list_reuses_its_prefix_only_when_content_and_types_m
 
     def check() -> None:
         digests, elements = cache.address(items, "x", key=("thread", "", "messages"))
-        assert [elements[digests[i : i + 16]] for i in range(0, len(digests), 16)] == [fresh_bytes(serde, m) for m in items]
+        assert [elements[digests[i : i + 16]] for i in range(0, len(digests), 16)] == [
+            fresh_bytes(serde, m) for m in items
+        ]
 
     check()
     items.append(AIMessage("new", id="n"))  # grows at its end
@@ -291,7 +293,9 @@ def test_items_that_only_look_alike_keep_their_own_bytes(first: object, then: ob
     key = ("thread", "", "channel") if keyed else None
     for items in ([first, "a", "b", "c"], [then, "a", "b", "c"], [first, "a", "b", "c", "d"]):
         digests, elements = cache.address(items, "x", key)
-        assert [elements[digests[i : i + 16]] for i in range(0, len(digests), 16)] == [fresh_bytes(serde, m) for m in items]
+        assert [elements[digests[i : i + 16]] for i in range(0, len(digests), 16)] == [
+            fresh_bytes(serde, m) for m in items
+        ]
 
 
 def test_a_model_nested_in_a_stored_item_is_not_confused_across_threads(url: str, prefix: str) -> None:

@@ -168,6 +168,10 @@ def test_threads_each_get_a_connection_and_at_most_eight_are_kept(url: str, pref
     assert 1 <= len(kept.idle) <= 8
 
 
+class CustomPool(redis.ConnectionPool):
+    pass
+
+
 class Traced(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.seen = [*getattr(self, "seen", []), args[0]]
@@ -178,8 +182,9 @@ def test_only_plain_clients_keep_connections(url: str, prefix: str) -> None:
     assert held(redis.Redis.from_url(url)) is not None
     assert held(aredis.Redis.from_url(url)) is not None
     assert held(redis.Redis.from_url(url, max_connections=3)) is None  # too few to keep any
+    assert held(redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url))) is not None
     not_plain = [
-        redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url)),
+        redis.Redis(connection_pool=CustomPool.from_url(url)),
         redis.Redis.from_url(url, single_connection_client=True),
         redis.Redis.from_url(url, protocol=3),
         Traced.from_url(url),

@@ -74,7 +74,9 @@ def test_first_put_of_a_thread_is_one_pipelined_round_trip(url: str, prefix: str
 
 async def test_async_saver_is_one_command_too(url: str, prefix: str, client: redis.Redis) -> None:
     saver = AsyncRedisSaver(url, prefix=prefix)
-    cfg = await saver.aput({"configurable": {"thread_id": "art", "checkpoint_ns": ""}}, cp(0), {}, {"n": 1, "messages": 1})
+    cfg = await saver.aput(
+        {"configurable": {"thread_id": "art", "checkpoint_ns": ""}}, cp(0), {}, {"n": 1, "messages": 1}
+    )
     await saver.aget_tuple(cfg)
     seen = Commands(client)
     seen.since_last()

@@ -28,7 +28,13 @@ def chat(saver: RedisSaver, turns: int) -> tuple[object, dict]:
         n = len(s["messages"])
         return {"messages": [AIMessage(content=f"reply {n}")], "notes": [f"note {n}", f"more {n}"]}
 
-    app = StateGraph(TwoLists).add_node("bot", bot).add_edge(START, "bot").add_edge("bot", END).compile(checkpointer=saver)
+    app = (
+        StateGraph(TwoLists)
+        .add_node("bot", bot)
+        .add_edge(START, "bot")
+        .add_edge("bot", END)
+        .compile(checkpointer=saver)
+    )
     cfg = {"configurable": {"thread_id": "two-lists"}}
     for i in range(turns):
         app.invoke({"messages": [HumanMessage(content=f"turn {i}")], "notes": [f"user {i}"]}, cfg)
@@ -97,7 +103,9 @@ def test_delta_history_replays_writes_in_writes_sort_key_order(url: str, prefix:
     assert saver.get_tuple(second).parent_config["configurable"]["checkpoint_id"] == "cp 1"
 
 
-def test_a_durable_write_is_still_waited_for_after_the_scripts_were_flushed(url: str, prefix: str, client: redis.Redis) -> None:
+def test_a_durable_write_is_still_waited_for_after_the_scripts_were_flushed(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
     saver = RedisSaver(url, prefix=prefix, durability="aof")
     cfg = _put(saver, "w", {"a": 1})
     client.script_flush()
@@ -117,7 +125,9 @@ def test_a_thread_deleted_by_another_process_is_indexed_again_by_the_next_put(ur
     assert [t.checkpoint["channel_values"] for t in other.list(None)] == [{"a": 2}]
 
 
-def test_writes_arriving_after_their_checkpoint_was_trimmed_are_removed(url: str, prefix: str, client: redis.Redis) -> None:
+def test_writes_arriving_after_their_checkpoint_was_trimmed_are_removed(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
     saver = ShallowRedisSaver(url, prefix=prefix)
     old = _put(saver, "late", {"a": 1}, cid="0001")
     new = _put(saver, "late", {"a": 2}, cid="0002", parent="0001")  # trims 0001

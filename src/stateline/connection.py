@@ -41,7 +41,16 @@ _UNSUPPORTED = (
     "redis+cluster://host:port[,host:port] or redis+sentinel://host:port[,host:port]/service[/db]"
 )
 # Connection settings that mean the same to the sync and the async cluster clients.
-_PORTABLE = {"username", "password", "socket_timeout", "socket_connect_timeout", "socket_keepalive", "client_name", "protocol", "health_check_interval"}
+_PORTABLE = {
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "client_name",
+    "protocol",
+    "health_check_interval",
+}
 # Connection settings that are objects of one kind (an asyncio Retry cannot drive a sync
 # connection, and the reverse silently never retries): never copied to the twin as they are.
 _KIND_BOUND = {"retry", "maint_notifications_pool_handler", "redis_connect_func", "connection_class"}
@@ -184,11 +193,16 @@ def _twin(client: Any, kind: str) -> Any:
         return cls(host=node.host, port=node.port, **kwargs)
     pool = client.connection_pool
     if isinstance(pool, (ssentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)):
-        hosts = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]) for s in pool.sentinel_manager.sentinels]
+        hosts = [
+            (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in pool.sentinel_manager.sentinels
+        ]
         kwargs = {k: v for k, v in _of_kind(pool.connection_kwargs, sync).items() if k not in ("host", "port")}
         if "SSL" in pool.connection_class.__name__:
             kwargs["ssl"] = True
-        sentinel = (ssentinel if sync else asentinel).Sentinel(hosts, sentinel_kwargs=pool.sentinel_manager.sentinel_kwargs)
+        sentinel = (ssentinel if sync else asentinel).Sentinel(
+            hosts, sentinel_kwargs=pool.sentinel_manager.sentinel_kwargs
+        )
         return sentinel.master_for(pool.service_name, **kwargs)
     module = _conn_module(sync)
     cls = getattr(module, pool.connection_class.__name__, None)
@@ -198,7 +212,9 @@ def _twin(client: Any, kind: str) -> Any:
             "connection: pass both client= and aclient="
         )
     kwargs = {k: v for k, v in _of_kind(pool.connection_kwargs, sync).items() if k in _accepted(cls)}
-    return (redis.Redis if sync else aredis.Redis)(connection_pool=module.ConnectionPool(connection_class=cls, **kwargs))
+    return (redis.Redis if sync else aredis.Redis)(
+        connection_pool=module.ConnectionPool(connection_class=cls, **kwargs)
+    )
 
 
 def _of_kind(kwargs: dict[str, Any], sync: bool) -> dict[str, Any]:
@@ -207,7 +223,9 @@ def _of_kind(kwargs: dict[str, Any], sync: bool) -> dict[str, Any]:
     out = {k: v for k, v in kwargs.items() if k not in _KIND_BOUND}
     retry = kwargs.get("retry")
     if retry is not None and hasattr(retry, "_backoff"):
-        out["retry"] = (sretry if sync else aretry).Retry(retry._backoff, retry._retries, tuple(retry._supported_errors))
+        out["retry"] = (sretry if sync else aretry).Retry(
+            retry._backoff, retry._retries, tuple(retry._supported_errors)
+        )
     return out
 
 

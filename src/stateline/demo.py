@@ -92,7 +92,9 @@ def resume(thread_id: str, url: str | None, data_dir: str | None, out: Any = pri
         out("[process 2] history, newest first:")
         for snap in app.get_state_history(config):
             md = snap.metadata or {}
-            out(f"  step {md.get('step'):>2}  {md.get('source', ''):<6}  next={list(snap.next)}  messages={len(snap.values.get('messages', []))}")
+            out(
+                f"  step {md.get('step'):>2}  {md.get('source', ''):<6}  next={list(snap.next)}  messages={len(snap.values.get('messages', []))}"
+            )
     return [m.content for m in result["messages"]]
 
 

@@ -200,7 +200,11 @@ class Engine:
         wait: tuple[Command, ...] = ()
         if self._wait is not None:
             name, local, replicas = self._wait
-            args = (name, local, replicas, self._wait_timeout) if name == "WAITAOF" else (name, replicas, self._wait_timeout)
+            args = (
+                (name, local, replicas, self._wait_timeout)
+                if name == "WAITAOF"
+                else (name, replicas, self._wait_timeout)
+            )
             wait = (Command(args, route=call.keys[0]),)
         if not before and not wait:
             return (yield call)
@@ -424,12 +428,7 @@ class Engine:
     def delete_runs(self, run_ids: Sequence[str]) -> Plan[int]:
         if not run_ids:
             return 0
-        found = yield Batch(
-            tuple(
-                Command(("ZRANGEBYLEX", self.schema.runs, *K.runs_range(r)))
-                for r in run_ids
-            )
-        )
+        found = yield Batch(tuple(Command(("ZRANGEBYLEX", self.schema.runs, *K.runs_range(r))) for r in run_ids))
         by_thread: dict[str, list[str]] = {}
         members: list[bytes] = []
         for run_id, entries in zip(run_ids, found, strict=True):

@@ -16,7 +16,8 @@ calls instead reuse a connection kept between calls:
 - at most ``_KEPT`` connections (and a quarter of the pool's limit) are kept; the others
   go back to the pool as usual.
 
-Only plain clients qualify: a ``Redis`` with a plain ``ConnectionPool``, RESP2, no client
+Only plain clients qualify: a ``Redis`` with a redis-py ``ConnectionPool`` or
+``BlockingConnectionPool`` (not Sentinel's, not a subclass), RESP2, no client
 cache, no single shared connection and its own ``execute_command``; pipelines, clusters
 and Sentinel masters always go through redis-py. redis-py's metrics do not count the
 calls made here.
@@ -60,11 +61,11 @@ def _for(client: Any) -> Any:
     sync = isinstance(client, redis.Redis)
     if not sync and not isinstance(client, aredis.Redis):
         return None
-    base, pool_type = (redis.Redis, sync_conn.ConnectionPool) if sync else (aredis.Redis, async_conn.ConnectionPool)
+    base, module = (redis.Redis, sync_conn) if sync else (aredis.Redis, async_conn)
     pool = client.connection_pool
     if (
         type(client).execute_command is not base.execute_command  # a subclass that wraps it
-        or type(pool) is not pool_type  # Sentinel, blocking and custom pools keep their own logic
+        or type(pool) not in (module.ConnectionPool, module.BlockingConnectionPool)  # Sentinel's, custom ones
         or getattr(client, "connection", None) is not None  # single_connection_client
         or getattr(pool, "cache", None) is not None
         or str(pool.connection_kwargs.get("protocol") or 2) != "2"  # RESP3 may push data unasked

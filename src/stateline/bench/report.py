@@ -361,7 +361,12 @@ def chart(results: dict, path: Path) -> Path:
             continue
         c, ls = style[key]
         ax.plot([r["turn"] for r in e["rows"]], [r["saver_ms"] for r in e["rows"]], ls, color=c, label=SHORT[key], lw=1)
-    _log_axes(ax, "chat turns in the thread (5 checkpoints each)", "saver time per turn (ms)", "(b) agent: saver time per turn")
+    _log_axes(
+        ax,
+        "chat turns in the thread (5 checkpoints each)",
+        "saver time per turn (ms)",
+        "(b) agent: saver time per turn",
+    )
     ax.legend(fontsize=7)
     ax = axes[1][1]
     for key, e in results["agent"].items():

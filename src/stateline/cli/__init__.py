@@ -11,7 +11,9 @@ server_app = typer.Typer(help="The embedded Valkey server.", no_args_is_help=Tru
 app.add_typer(server_app, name="server")
 
 URL = typer.Option(None, "--url", "-u", envvar="STATELINE_URL", help="Server URL (default: the embedded server).")
-DATA_DIR = typer.Option(None, "--data-dir", envvar="STATELINE_DATA_DIR", help="Embedded server data directory (default ./.stateline).")
+DATA_DIR = typer.Option(
+    None, "--data-dir", envvar="STATELINE_DATA_DIR", help="Embedded server data directory (default ./.stateline)."
+)
 
 
 @app.command()
@@ -52,7 +54,12 @@ def server_stop(data_dir: Optional[str] = DATA_DIR) -> None:  # noqa: UP045
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Everything tiny, in under a minute (what CI runs)."),
-    output: str = typer.Option("benchmarks/results/latest.json", "--output", "-o", help="JSON result file; the PNG chart is written next to it."),
+    output: str = typer.Option(
+        "benchmarks/results/latest.json",
+        "--output",
+        "-o",
+        help="JSON result file; the PNG chart is written next to it.",
+    ),
 ) -> None:
     """Benchmark stateline against langgraph-checkpoint-redis, InMemorySaver, SqliteSaver and the floor (needs the bench extra)."""
     try:

@@ -68,7 +68,9 @@ def _config(thread: str, ns: str | None, checkpoint: str | None = None) -> dict:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -48,8 +48,10 @@ def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
 def _one_id(value: Any, what: str) -> str:
     """One thread or run id (str, or an int/UUID LangGraph turns into one); a collection
     of ids where one is expected is refused rather than stringified."""
-    if value is None or isinstance(value, (bytes, bytearray, Mapping)) or (
-        not isinstance(value, str) and isinstance(value, Iterable)
+    if (
+        value is None
+        or isinstance(value, (bytes, bytearray, Mapping))
+        or (not isinstance(value, str) and isinstance(value, Iterable))
     ):
         raise InvalidInput(f"{what} must be one id (a str), got {type(value).__name__}: {value!r}")
     return str(value)
@@ -203,7 +205,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
         yield from self._engine.put(snap)
         return cv.config_of(snap.thread_id, snap.ns, snap.checkpoint_id)
 
-    def _put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Plan[None]:
+    def _put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> Plan[None]:
         thread_id, ns, cid = cv.ids(config)
         if cid is None:
             raise InvalidInput(f"put_writes needs config['configurable']['checkpoint_id'], got {config!r}")
@@ -215,7 +219,13 @@ class RedisSaver(BaseCheckpointSaver[str]):
         stored = yield from self._engine.get(thread_id, ns or "", cid)
         return None if stored is None else cv.checkpoint_tuple(stored)
 
-    def _search(self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None) -> Plan[None]:
+    def _search(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Plan[None]:
         before_id = cv.before_id(before)
         if config is None:  # every thread, a page of the discovery index at a time
             select, remaining, bound = cv.matcher(filter, None), limit, "-"
@@ -279,11 +289,17 @@ class RedisSaver(BaseCheckpointSaver[str]):
             yield cv.checkpoint_tuple(stored)
 
     def put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
     ) -> RunnableConfig:
         return self._run(self._put(config, checkpoint, metadata, new_versions))
 
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
         self._run(self._put_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
@@ -300,7 +316,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
         ancestors DeltaChannel values need); ``delete`` removes the threads."""
         self._run(self._prune(thread_ids, strategy, keep_last))
 
-    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
         return self._run(self._delta(config, channels))
 
     # -- BaseCheckpointSaver, async ------------------------------------------------------------
@@ -320,7 +338,11 @@ class RedisSaver(BaseCheckpointSaver[str]):
             yield cv.checkpoint_tuple(stored)
 
     async def aput(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
     ) -> RunnableConfig:
         return await self._arun(self._put(config, checkpoint, metadata, new_versions))
 
