@@ -96,7 +96,7 @@ class Engine:
         else:
             guard = enc(expect) if expect else "-"
         alias = enc(snap.alias) if snap.alias else ""
-        run = enc(snap.run_id or "")
+        run = enc(snap.run_id) if snap.run_id else ""
         # The small arguments travel as one (ids are percent-encoded: never a space in them).
         opts = f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {run} {guard} {alias}"
 

@@ -114,15 +114,20 @@ def _thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
 # passed here are encoded already, except where a parameter says otherwise.
 def value_field(ns: str, channel: str, version: object) -> str:
     # Every put names every channel's version, and most did not change: str and int versions
-    # (LangGraph's) are cached; any other kind (floats: 0.0 == -0.0) is spelled out each time.
+    # (LangGraph's) are remembered; any other kind (floats: 0.0 == -0.0) is spelled out each time.
     if type(channel) is str and type(version) in (str, int):
-        return _value_field(ns, channel, version)
+        key = (ns, channel, version)
+        found = _FIELDS.get(key)
+        if found is None:
+            if len(_FIELDS) >= _FIELDS_MAX:
+                _FIELDS.clear()  # cheaper than an LRU on every miss (new versions miss each put)
+            found = _FIELDS[key] = f"b:{ns}:{enc(channel)}:{enc(str(version))}"
+        return found
     return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
 
 
-@lru_cache(maxsize=16384, typed=True)
-def _value_field(ns: str, channel: str, version: str | int) -> str:
-    return f"b:{ns}:{enc(channel)}:{enc(str(version))}"
+_FIELDS: dict[tuple[str, str, str | int], str] = {}
+_FIELDS_MAX = 65536
 
 
 def value_prefix(ns: str, channel: str) -> str:

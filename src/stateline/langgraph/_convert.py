@@ -81,16 +81,21 @@ def snapshot(
         to_write = {ch: values[ch] for ch in new_versions if ch in values}
     else:  # a fork or a copy: the values are stored already, or must be stored now
         to_write = dict(values)
+    for ch, value in to_write.items():
+        if isinstance(value, _DeltaSnapshot):
+            to_write[ch] = _wrapped(value)  # (replacing a key's value while iterating is safe)
+    header = dict(checkpoint)  # everything but the values, which are stored apart
+    header.pop("channel_values", None)
     run_id = md.get("run_id")
     return Snapshot(
         thread_id=thread_id,
         ns=ns or "",
         checkpoint_id=checkpoint["id"],
         parent_id=parent,
-        header={k: v for k, v in checkpoint.items() if k != "channel_values"},
+        header=header,
         metadata=md,
         versions=versions,
-        values={ch: _wrapped(v) for ch, v in to_write.items()},
+        values=to_write,
         keep_existing=not new_versions,
         run_id=None if run_id is None else str(run_id),
         delta_channels=tuple(md.get("counters_since_delta_snapshot") or ()),
@@ -100,10 +105,10 @@ def snapshot(
 _DELTA = "delta"
 
 
-def _wrapped(value: Any) -> Any:
+def _wrapped(value: _DeltaSnapshot) -> Any:
     """A DeltaChannel snapshot's list is stored by item, like any list (so a snapshot costs
     16 bytes per message already stored, not the whole history again)."""
-    if isinstance(value, _DeltaSnapshot) and type(value.value) is list and len(value.value) >= LIST_MIN_ITEMS:
+    if type(value.value) is list and len(value.value) >= LIST_MIN_ITEMS:
         return TaggedList(_DELTA, value.value)
     return value
 

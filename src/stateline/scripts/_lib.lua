@@ -119,9 +119,10 @@ local function expire(ttl)
   end
 end
 
--- Removes one checkpoint with its index entries and pending writes.
--- Channel values, logs and elements are left to sweep(), which knows what is shared.
-local function drop_checkpoint(ns, cid)
+-- Removes one checkpoint's record and index entries; its pending writes are left to the
+-- caller (drop_checkpoint, trim). Channel values, logs and elements are left to sweep(),
+-- which knows what is shared.
+local function drop_record(ns, cid)
   local f = 'c:' .. ns .. ':' .. cid
   local rec = redis.call('HGET', D, f)
   if not rec then return 0 end
@@ -133,6 +134,12 @@ local function drop_checkpoint(ns, cid)
   redis.call('HDEL', D, f)
   redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
   if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
+  return 1
+end
+
+-- Removes one checkpoint with its index entries and pending writes.
+local function drop_checkpoint(ns, cid)
+  if drop_record(ns, cid) == 0 then return 0 end
   local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
   call_chunked('HDEL', D, writes)
   call_chunked('ZREM', I, writes)
@@ -170,9 +177,10 @@ local function keep_chain(kept, ns, rec)
 end
 
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
--- values need); drops the others with their writes, and writes that arrived late for a
--- checkpoint no longer stored (older than the head: a write that comes before its
--- checkpoint is for the next head). Returns how many were dropped.
+-- values need); drops the others. Then one pass over the writes older than the oldest
+-- checkpoint kept removes those whose checkpoint is gone: the dropped ones' writes, and
+-- writes that arrived late for a checkpoint no longer stored (a write newer than the head
+-- is for the next head). Returns how many checkpoints and late writes went.
 local function trim(ns, keep)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
   if #members <= keep then return 0 end
@@ -181,22 +189,26 @@ local function trim(ns, keep)
     kept[members[i]] = true
     keep_chain(kept, ns, redis.call('HGET', D, members[i]))
   end
-  local dropped = 0
+  local dropped, removed = {}, 0
   for i = keep + 1, #members do
     if not kept[members[i]] then
       local _, cid = split_member(members[i])
-      dropped = dropped + drop_checkpoint(ns, cid)
+      if drop_record(ns, cid) == 1 then dropped[cid] = true; removed = removed + 1 end
     end
   end
-  local _, head = split_member(members[1])
-  local orphans = {}
-  for _, w in ipairs(redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', '(w:' .. ns .. ':' .. head)) do
+  local _, oldest = split_member(members[keep])
+  local gone = {}
+  for _, w in ipairs(redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', '(w:' .. ns .. ':' .. oldest)) do
     local cid = string.match(w, '^w:[^:]*:([^:]*):')
-    if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then orphans[#orphans + 1] = w end
+    local f = 'c:' .. ns .. ':' .. cid
+    if dropped[cid] or (not kept[f] and redis.call('HEXISTS', D, f) == 0) then
+      gone[#gone + 1] = w
+      if not dropped[cid] then removed = removed + 1 end  -- a late write
+    end
   end
-  call_chunked('HDEL', D, orphans)
-  call_chunked('ZREM', I, orphans)
-  return dropped + #orphans
+  call_chunked('HDEL', D, gone)
+  call_chunked('ZREM', I, gone)
+  return removed
 end
 
 -- Mark and sweep: deletes every channel value, log and element that no remaining
