@@ -6,6 +6,7 @@ no I/O, so one plan serves the sync and the async runner alike (see runner.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -81,17 +82,32 @@ Plan = Generator[Step, Any, T]
 
 
 class _Scripts:
-    """The Lua scripts of scripts/, each with the shared helpers of _lib.lua prepended."""
+    """The Lua scripts of scripts/, each with the helpers of _lib.lua it uses prepended.
+
+    Only those: Redis runs a script's whole text on every call, so each helper defined is
+    a closure made (and collected) again each time."""
 
     @cached_property
-    def _lib(self) -> str:
-        return (files(__package__) / "scripts" / "_lib.lua").read_text()
+    def _lib(self) -> tuple[str, list[tuple[str, str]]]:
+        """_lib.lua as its preamble and its helpers in order: (name, text with its comment)."""
+        text = (files(__package__) / "scripts" / "_lib.lua").read_text()
+        starts = list(re.finditer(r"(?m)^(?:--[^\n]*\n)*local function (\w+)", text))
+        ends = [m.start() for m in starts[1:]] + [len(text)]
+        return text[: starts[0].start()], [
+            (m.group(1), text[m.start() : end]) for m, end in zip(starts, ends, strict=True)
+        ]
 
     def __getattr__(self, name: str) -> Script:
         if name.startswith("_"):
             raise AttributeError(name)
         body = (files(__package__) / "scripts" / f"{name}.lua").read_text()
-        script = Script(name, self._lib + "\n" + body)
+        preamble, helpers = self._lib
+        used, text = set(), body
+        for helper, chunk in reversed(helpers):  # a helper only calls helpers defined before it
+            if re.search(rf"(?<![\w.]){helper}\(", text):
+                used.add(helper)
+                text += chunk
+        script = Script(name, preamble + "".join(c for h, c in helpers if h in used) + "\n" + body)
         setattr(self, name, script)
         return script
 

@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every script of this folder when it is loaded.
+-- Shared helpers: each script of this folder gets the ones it uses prepended (plan.py).
 -- Every script works on the two keys of one thread, which share one hash tag:
 --   KEYS[1] = D, a hash of records:  c:<ns>:<cid> checkpoint, b:<ns>:<ch>:<ver> channel
 --             value, l:<ns>:<ch>:<k> log of element digests, t:<ns>:<ch> current log
@@ -180,14 +180,15 @@ end
 -- values need); drops the others. Then one pass over the writes older than the oldest
 -- checkpoint kept removes those whose checkpoint is gone: the dropped ones' writes, and
 -- writes that arrived late for a checkpoint no longer stored (a write newer than the head
--- is for the next head). Returns how many checkpoints and late writes went.
-local function trim(ns, keep)
+-- is for the next head). Returns how many checkpoints and late writes went. `written`:
+-- optionally, the member and record of a checkpoint this script just wrote (not read back).
+local function trim(ns, keep, written, written_rec)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
   if #members <= keep then return 0 end
   local kept = {}
   for i = 1, keep do
     kept[members[i]] = true
-    keep_chain(kept, ns, redis.call('HGET', D, members[i]))
+    keep_chain(kept, ns, members[i] == written and written_rec or redis.call('HGET', D, members[i]))
   end
   local dropped, removed = {}, 0
   for i = keep + 1, #members do

@@ -103,7 +103,7 @@ redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
 if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
-  local dropped = trim(ns, keep)
+  local dropped = trim(ns, keep, 'c:' .. ns .. ':' .. cid, rec)
   if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
 end
 expire(ttl)
