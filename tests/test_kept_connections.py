@@ -4,6 +4,7 @@ whatever happens to the connection, and only plain clients take that path."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
@@ -52,8 +53,20 @@ def test_a_connection_killed_by_the_server_is_replaced_and_the_put_lands(
     assert held(saver._conn.sync).idle  # the connection is kept between calls
     killed = client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
-    put(saver, "killed", 2)  # the kept connection is dead: redis-py's Retry reconnects
+    put(saver, "killed", 2)  # checked before reuse, as the pool checks: reconnected, then sent
     assert latest_n(saver, "killed") == 2
+
+
+async def closed(conn: Any) -> None:
+    """Returns once the event loop has seen the server close ``conn`` (asyncio learns of it
+    only when the loop reads the socket)."""
+    while True:
+        try:
+            if await conn.can_read():
+                return
+        except (redis.ConnectionError, OSError):
+            return
+        await asyncio.sleep(0)  # one turn of the loop: it reads what arrived
 
 
 async def test_an_async_connection_killed_by_the_server_is_replaced(url: str, prefix: str, client: redis.Redis) -> None:
@@ -65,8 +78,9 @@ async def test_an_async_connection_killed_by_the_server_is_replaced(url: str, pr
             {},
             {"n": n + 1, "log": n + 1},
         )
-    assert held(saver._conn.aio).idle
+    (conn,) = held(saver._conn.aio).idle
     assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+    await asyncio.wait_for(closed(conn), 5)
     await saver.aput(
         {"configurable": {"thread_id": "killed", "checkpoint_ns": ""}}, checkpoint(2), {}, {"n": 3, "log": 3}
     )
@@ -178,16 +192,29 @@ class Traced(redis.Redis):
         return super().execute_command(*args, **options)
 
 
-def test_only_plain_clients_keep_connections(url: str, prefix: str) -> None:
+def traced_method(method: Any, seen: list[str]) -> Any:
+    @functools.wraps(method)
+    def traced(self: Any, *args: Any, **options: Any) -> Any:
+        seen.append(args[0])
+        return method(self, *args, **options)
+
+    return traced
+
+
+def test_only_plain_clients_keep_connections(url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert held(redis.Redis.from_url(url)) is not None
     assert held(aredis.Redis.from_url(url)) is not None
+    assert held(redis.Redis.from_url(url, protocol=3)) is not None  # (redis-py 8's default)
     assert held(redis.Redis.from_url(url, max_connections=3)) is None  # too few to keep any
     assert held(redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url))) is not None
+    instance_patched = redis.Redis.from_url(url)
+    instance_patched.execute_command = lambda *a, **k: None  # type: ignore[method-assign]
     not_plain = [
         redis.Redis(connection_pool=CustomPool.from_url(url)),
         redis.Redis.from_url(url, single_connection_client=True),
-        redis.Redis.from_url(url, protocol=3),
+        aredis.Redis.from_url(url, single_connection_client=True),
         Traced.from_url(url),
+        instance_patched,
     ]
     assert [held(c) for c in not_plain] == [None] * len(not_plain)
     traced = Traced.from_url(url)
@@ -195,3 +222,57 @@ def test_only_plain_clients_keep_connections(url: str, prefix: str) -> None:
     put(traced_saver, "traced", 0)
     put(traced_saver, "traced", 1)
     assert "EVALSHA" in traced.seen  # a client that wraps execute_command still sees every call
+
+
+def test_a_client_class_instrumented_after_import_is_left_to_redis_py(
+    url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing integrations (OpenTelemetry, ddtrace, Sentry) wrap Redis.execute_command on
+    the class itself: such clients must keep seeing stateline's calls."""
+    seen: list[str] = []
+    monkeypatch.setattr(redis.Redis, "execute_command", traced_method(redis.Redis.execute_command, seen))
+    saver = RedisSaver(redis.Redis.from_url(url), prefix=prefix)
+    put(saver, "traced", 0)
+    put(saver, "traced", 1)
+    assert seen.count("EVALSHA") == 1  # the second put (the first is a pipeline)
+
+
+def test_clients_sharing_a_small_blocking_pool_never_exhaust_it(url: str, prefix: str) -> None:
+    """Kept connections belong to the pool: a client (and saver) per request over one
+    shared pool of 8 keeps at most 2 of them, and the pool stays usable by everyone."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=2)
+    for i in range(40):
+        saver = RedisSaver(redis.Redis(connection_pool=pool), prefix=prefix)
+        put(saver, f"r{i}", 0)
+        put(saver, f"r{i}", 1)
+    held_now = held(redis.Redis(connection_pool=pool))
+    assert len(held_now.idle) <= 2
+    others = [pool.get_connection() for _ in range(6)]  # the rest of the pool is free
+    for conn in others:
+        pool.release(conn)
+
+
+def test_threads_meeting_a_new_client_share_one_set_of_kept_connections(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    start = threading.Barrier(16)
+
+    def first_look(_i: int) -> Any:
+        start.wait()
+        return held(client)
+
+    with ThreadPoolExecutor(16) as pool:
+        found = list(pool.map(first_look, range(16)))
+    assert all(f is found[0] for f in found) and found[0] is not None
+
+
+def test_a_connection_marked_for_reconnect_is_reconnected_after_its_call(url: str, prefix: str) -> None:
+    """What pool.release does for a maintenance notification (MOVING) is done on keeping."""
+    saver = RedisSaver(url, prefix=prefix)
+    put(saver, "moved", 0)
+    put(saver, "moved", 1)
+    (conn,) = held(saver._conn.sync).idle
+    before = conn._sock
+    conn.mark_for_reconnect()
+    put(saver, "moved", 2)
+    assert not conn.should_reconnect() and conn._sock is not before
+    assert latest_n(saver, "moved") == 2
