@@ -34,7 +34,9 @@ def _sha(body: str) -> str:
     return sha1(body.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+# Steps are made on every operation and never changed; Call and Command are not frozen only
+# because a frozen dataclass's __init__ costs three times as much.
+@dataclass(slots=True)
 class Call:
     """One EVALSHA of a script on the keys of one thread (all in one hash slot)."""
 
@@ -43,7 +45,7 @@ class Call:
     args: tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
     """One plain command, e.g. on a discovery index. ``route``: on a cluster, send it to
     the node holding this key (for key-less commands such as WAITAOF)."""
