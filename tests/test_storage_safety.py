@@ -139,3 +139,37 @@ def test_writes_arriving_after_their_checkpoint_was_trimmed_are_removed(
     saver.prune(["late"])  # items are swept with the next sweep (retention sweeps every 16 trims)
     assert not [f for f in client.hkeys(saver.engine.keys("late").data) if f.startswith(b"e:")]
     assert saver.get_tuple({"configurable": {"thread_id": "late"}}).checkpoint["channel_values"] == {"a": 3}
+
+
+@pytest.mark.parametrize("ids", [("5", "50", "500"), ("step-1", "step-1.1", "step-1.1.1")])
+def test_trimmed_checkpoints_lose_their_writes_even_when_an_id_begins_the_next(
+    url: str, prefix: str, client: redis.Redis, ids: tuple[str, ...]
+) -> None:
+    """'w::5:t:0' sorts after 'w::50' (':' is above '0'): the writes of a dropped checkpoint whose
+    id begins the kept one's are found by their own prefix."""
+    saver = ShallowRedisSaver(url, prefix=prefix)
+    parent = None
+    for n, cid in enumerate(ids):
+        cfg = _put(saver, "prefixed", {"a": n}, cid=cid, parent=parent)
+        saver.put_writes(cfg, [("a", n)], "task")
+        parent = cid
+    writes = [f for f in client.hkeys(saver.engine.keys("prefixed").data) if f.startswith(b"w:")]
+    assert [w.split(b":")[2].decode() for w in writes] == [ids[-1]]
+
+
+def test_prune_removes_late_writes_up_to_the_head(url: str, prefix: str, client: redis.Redis) -> None:
+    """A write for a checkpoint never stored, newer than the oldest checkpoint a prune keeps
+    but older than the head, goes too (a put's trim leaves it for a later put)."""
+    saver = RedisSaver(url, prefix=prefix)
+    parent = None
+    for n in range(1, 6):
+        cfg = _put(saver, "late", {"a": n}, cid=f"000{n}", parent=parent)
+        saver.put_writes(cfg, [("a", n)], "task")
+        parent = cfg["configurable"]["checkpoint_id"]
+    late = {"configurable": {"thread_id": "late", "checkpoint_ns": "", "checkpoint_id": "0004a"}}  # never stored
+    saver.put_writes(late, [("a", 0)], "late-task")
+    saver.prune(["late"], keep_last=2)
+    writes = sorted(
+        f.split(b":")[2].decode() for f in client.hkeys(saver.engine.keys("late").data) if f.startswith(b"w:")
+    )
+    assert writes == ["0004", "0005"]

@@ -35,7 +35,8 @@ def _sha(body: str) -> str:
 
 
 # Steps are made on every operation and never changed; Call and Command are not frozen only
-# because a frozen dataclass's __init__ costs three times as much.
+# because a frozen dataclass's __init__ costs three times as much (so they, and a Batch of
+# them, are not hashable: nothing hashes a step).
 @dataclass(slots=True)
 class Call:
     """One EVALSHA of a script on the keys of one thread (all in one hash slot)."""

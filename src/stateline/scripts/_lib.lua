@@ -176,12 +176,30 @@ local function keep_chain(kept, ns, rec)
   end
 end
 
+-- Removes the writes of namespace `ns` older than checkpoint `below` whose checkpoint is not
+-- stored: writes of checkpoints just dropped (`dropped`: their ids) and writes that arrived
+-- late for a checkpoint no longer stored (a write newer than the head is for the next
+-- head). `kept`: members known to be stored. Returns how many late writes went.
+local function drop_orphan_writes(ns, below, kept, dropped)
+  local gone, late = {}, 0
+  for _, w in ipairs(redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', '(w:' .. ns .. ':' .. below)) do
+    local cid = string.match(w, '^w:[^:]*:([^:]*):')
+    local f = 'c:' .. ns .. ':' .. cid
+    if dropped[cid] or (not kept[f] and redis.call('HEXISTS', D, f) == 0) then
+      gone[#gone + 1] = w
+      if not dropped[cid] then late = late + 1 end
+    end
+  end
+  call_chunked('HDEL', D, gone)
+  call_chunked('ZREM', I, gone)
+  return late
+end
+
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
--- values need); drops the others. Then one pass over the writes older than the oldest
--- checkpoint kept removes those whose checkpoint is gone: the dropped ones' writes, and
--- writes that arrived late for a checkpoint no longer stored (a write newer than the head
--- is for the next head). Returns how many checkpoints and late writes went. `written`:
--- optionally, the member and record of a checkpoint this script just wrote (not read back).
+-- values need); drops the others, then their writes and late ones older than the oldest
+-- checkpoint kept (in one pass, not one per dropped checkpoint). Returns how many
+-- checkpoints and late writes went. `written`: optionally, the member and record of a
+-- checkpoint this script just wrote (not read back).
 local function trim(ns, keep, written, written_rec)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
   if #members <= keep then return 0 end
@@ -190,26 +208,25 @@ local function trim(ns, keep, written, written_rec)
     kept[members[i]] = true
     keep_chain(kept, ns, members[i] == written and written_rec or redis.call('HGET', D, members[i]))
   end
+  local _, oldest = split_member(members[keep])
   local dropped, removed = {}, 0
   for i = keep + 1, #members do
     if not kept[members[i]] then
       local _, cid = split_member(members[i])
-      if drop_record(ns, cid) == 1 then dropped[cid] = true; removed = removed + 1 end
+      if drop_record(ns, cid) == 1 then
+        dropped[cid] = true
+        removed = removed + 1
+        -- An id that begins the oldest kept one ('5' and '50') may sort its writes after it
+        -- ('w::5:' > 'w::50' only if the next byte is below ':'): removed by prefix.
+        if string.sub(oldest, 1, #cid) == cid then
+          local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
+          call_chunked('HDEL', D, writes)
+          call_chunked('ZREM', I, writes)
+        end
+      end
     end
   end
-  local _, oldest = split_member(members[keep])
-  local gone = {}
-  for _, w in ipairs(redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', '(w:' .. ns .. ':' .. oldest)) do
-    local cid = string.match(w, '^w:[^:]*:([^:]*):')
-    local f = 'c:' .. ns .. ':' .. cid
-    if dropped[cid] or (not kept[f] and redis.call('HEXISTS', D, f) == 0) then
-      gone[#gone + 1] = w
-      if not dropped[cid] then removed = removed + 1 end  -- a late write
-    end
-  end
-  call_chunked('HDEL', D, gone)
-  call_chunked('ZREM', I, gone)
-  return removed
+  return removed + drop_orphan_writes(ns, oldest, kept, dropped)
 end
 
 -- Mark and sweep: deletes every channel value, log and element that no remaining
