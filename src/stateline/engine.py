@@ -98,7 +98,8 @@ class Engine:
         alias = enc(snap.alias) if snap.alias else ""
         run = enc(snap.run_id) if snap.run_id else ""
         # The small arguments travel as one (ids are percent-encoded: never a space in them).
-        opts = f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {run} {guard} {alias}"
+        deltas = int(bool(snap.delta_channels))
+        opts = f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {deltas} {run} {guard} {alias}"
 
         def call(sent: list[bytes], n: int) -> Call:
             return Call(SCRIPTS.put, keys.all, (f"{opts} {n}", record, *sent, *value_args))

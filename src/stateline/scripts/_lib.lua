@@ -198,15 +198,19 @@ end
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
 -- values need); drops the others, then their writes and late ones older than the oldest
 -- checkpoint kept (in one pass, not one per dropped checkpoint). Returns how many
--- checkpoints and late writes went. `written`: optionally, the member and record of a
--- checkpoint this script just wrote (not read back).
+-- checkpoints and late writes went. `written`: optionally, the member of a checkpoint this
+-- script just wrote, and its record if it has DeltaChannel values (false: it has none).
 local function trim(ns, keep, written, written_rec)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
   if #members <= keep then return 0 end
   local kept = {}
   for i = 1, keep do
     kept[members[i]] = true
-    keep_chain(kept, ns, members[i] == written and written_rec or redis.call('HGET', D, members[i]))
+    if members[i] ~= written then
+      keep_chain(kept, ns, redis.call('HGET', D, members[i]))
+    elseif written_rec then
+      keep_chain(kept, ns, written_rec)
+    end
   end
   local _, oldest = split_member(members[keep])
   local dropped, removed = {}, 0

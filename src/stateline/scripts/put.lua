@@ -1,8 +1,9 @@
 -- put: store one checkpoint with the channel values that changed, atomically.
 -- KEYS: D, I (see _lib.lua)
--- ARGV[1]: 'ns cid ttl_ms keep_last setnx run expect alias n_elements', space-separated
+-- ARGV[1]: 'ns cid ttl_ms keep_last setnx deltas run expect alias n_elements', space-separated
 --          (ids are percent-encoded, so never contain a space): ttl_ms 0 = none, keep_last
---          0 = all, setnx 1 = keep values already stored (forks, copies), run '' = none,
+--          0 = all, setnx 1 = keep values already stored (forks, copies), deltas 1 = the record
+--          has DeltaChannel values (retention keeps their ancestors), run '' = none,
 --          expect '' = don't check, '-' = namespace must be empty, else a cid; alias '' = none.
 -- ARGV[2]: the record; then n_elements pairs (digest, bytes) of list items;
 --          then per channel value: field, 'v<bytes>' or 'L<kind>|<digests, 16 bytes each>'
@@ -10,8 +11,8 @@
 -- Reply: {'ok', first checkpoint of the thread (1/0), first checkpoint of this run in the thread (1/0)},
 --        {'conflict', head cid or ''}, or {'missing', digest...} when a list refers to
 --        elements neither sent nor stored (nothing is written then).
-local ns, cid, ttl, keep, setnx, run, expect, alias, n_el =
-  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+)$')
+local ns, cid, ttl, keep, setnx, deltas, run, expect, alias, n_el =
+  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+)$')
 ttl, keep, n_el = tonumber(ttl), tonumber(keep), tonumber(n_el)
 local rec = ARGV[2]
 
@@ -103,7 +104,7 @@ redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
 if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
-  local dropped = trim(ns, keep, 'c:' .. ns .. ':' .. cid, rec)
+  local dropped = trim(ns, keep, 'c:' .. ns .. ':' .. cid, deltas == '1' and rec)
   if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
 end
 expire(ttl)
