@@ -109,7 +109,7 @@ class _Held:
 
     def __init__(self, pool: Any, keep: int) -> None:
         self.pool_ref, self.keep, self.idle = weakref.ref(pool), keep, []
-        # With maintenance notifications on, data waiting on an idle connection is a push
+        # With maintenance notifications on, data waiting on an idle sync connection is a push
         # the next read handles, not stray data (the pool decides the same way).
         self.pushes = bool(pool.maint_notifications_enabled())
 
@@ -145,9 +145,14 @@ class _Held:
         return reply
 
     def _keep(self, conn: Any) -> None:
-        if conn.should_reconnect():  # as pool.release
+        try:
+            if conn.should_reconnect():  # as pool.release
+                conn.disconnect()
+            conn.re_auth()  # as the pool's release event: a no-op unless credentials were renewed
+        except BaseException:
             conn.disconnect()
-        conn.re_auth()  # as the pool's release event: a no-op unless credentials were renewed
+            self._pool().release(conn)
+            raise
         if len(self.idle) < self.keep:
             self.idle.append(conn)
         else:
@@ -190,9 +195,14 @@ class _AsyncHeld(_Held):
         return reply
 
     async def _akeep(self, conn: Any) -> None:
-        if conn.should_reconnect():
-            await conn.disconnect()
-        await conn.re_auth()
+        try:
+            if conn.should_reconnect():
+                await conn.disconnect()
+            await conn.re_auth()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            await self._pool().release(conn)
+            raise
         if len(self.idle) < self.keep:
             self.idle.append(conn)
         else:
