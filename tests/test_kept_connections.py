@@ -201,7 +201,7 @@ def traced_method(method: Any, seen: list[str]) -> Any:
     return traced
 
 
-def test_only_plain_clients_keep_connections(url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_plain_clients_keep_connections(url: str, prefix: str) -> None:
     assert held(redis.Redis.from_url(url)) is not None
     assert held(aredis.Redis.from_url(url)) is not None
     assert held(redis.Redis.from_url(url, protocol=3)) is not None  # (redis-py 8's default)
