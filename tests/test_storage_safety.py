@@ -173,3 +173,41 @@ def test_prune_removes_late_writes_up_to_the_head(url: str, prefix: str, client:
         f.split(b":")[2].decode() for f in client.hkeys(saver.engine.keys("late").data) if f.startswith(b"w:")
     )
     assert writes == ["0004", "0005"]
+
+
+def _stored_ids(client: redis.Redis, index: str) -> set[str]:
+    return {m.decode().rsplit(":", 1)[1] for m in client.zrangebylex(index, "[c:", "[c:\xff")}
+
+
+def test_retention_leaves_no_alias_of_a_dropped_checkpoint_after_its_sweep(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    """A trim drops records without reading them: the aliases only a record names go with the
+    next sweep (every 16 dropped); those of the checkpoints kept stay."""
+    with SyncRedisCheckpointer(url, prefix=prefix, keep_last=2) as cp:
+        last = Checkpoint(session_id="s", state={"n": 0}, checkpoint_id="named-0")
+        cp.save(last)
+        for n in range(1, 34):  # 32 dropped: the second sweep comes with the last save
+            last = last.child({"n": n}, checkpoint_id=f"named-{n}")
+            cp.save(last)
+        keys = cp._engine.keys("s")
+        assert [c.checkpoint_id for c in cp.list("s")] == ["named-33", "named-32"]
+    assert sorted(f.decode() for f in client.hkeys(keys.data) if f.startswith(b"a:")) == ["a::named-32", "a::named-33"]
+    assert len(_stored_ids(client, keys.index)) == 2
+
+
+def test_retention_leaves_no_run_entry_of_a_dropped_checkpoint_after_its_sweep(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = RedisSaver(url, prefix=prefix, keep_last=2)
+    cfg = {"configurable": {"thread_id": "runs", "checkpoint_ns": ""}}
+    for n in range(34):
+        cp = empty_checkpoint()
+        cp["channel_values"], cp["channel_versions"] = {"n": n}, {"n": n + 1}
+        cfg = saver.put(cfg, cp, {"run_id": f"run-{n % 3}"}, {"n": n + 1})
+    keys = saver.engine.keys("runs")
+    stored = _stored_ids(client, keys.index)
+    runs = [m.decode() for m in client.zrangebylex(keys.index, "[r:", "[r:\xff")]
+    assert len(stored) == 2 and sorted(m.rsplit(":", 1)[1] for m in runs) == sorted(stored)
+    saver.delete_for_runs(["run-0", "run-1", "run-2"])
+    assert saver.get_tuple({"configurable": {"thread_id": "runs"}}) is None

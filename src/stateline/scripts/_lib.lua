@@ -119,27 +119,28 @@ local function expire(ttl)
   end
 end
 
--- Removes one checkpoint's record and index entries; its pending writes are left to the
--- caller (drop_checkpoint, trim). Channel values, logs and elements are left to sweep(),
--- which knows what is shared.
+-- Removes one checkpoint's record and its own index entries (1 if it was stored). Its pending
+-- writes are left to the caller (drop_checkpoint, trim), and so are its run entry and alias,
+-- which only its record names: drop_checkpoint reads the record for them, a trim leaves them
+-- to sweep(). Channel values, logs and elements are left to sweep(), which knows what is shared.
 local function drop_record(ns, cid)
   local f = 'c:' .. ns .. ':' .. cid
-  local rec = redis.call('HGET', D, f)
+  if redis.call('HDEL', D, f) == 0 then return 0 end
+  redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
+  return 1
+end
+
+-- Removes one checkpoint with its index entries, alias and pending writes.
+local function drop_checkpoint(ns, cid)
+  local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
   if not rec then return 0 end
   local m = meta(rec)
   local run, alias = m[4], m[6] or ''
   if alias ~= '' and redis.call('HGET', D, 'a:' .. ns .. ':' .. alias) == cid then
     redis.call('HDEL', D, 'a:' .. ns .. ':' .. alias)
   end
-  redis.call('HDEL', D, f)
-  redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
   if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
-  return 1
-end
-
--- Removes one checkpoint with its index entries and pending writes.
-local function drop_checkpoint(ns, cid)
-  if drop_record(ns, cid) == 0 then return 0 end
+  drop_record(ns, cid)
   local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
   call_chunked('HDEL', D, writes)
   call_chunked('ZREM', I, writes)
@@ -234,8 +235,9 @@ local function trim(ns, keep, written, written_rec)
 end
 
 -- Mark and sweep: deletes every channel value, log and element that no remaining
--- checkpoint or write references (elements live while a log or a write names them). O(size of the thread); runs on prune and delete,
--- and on retention every few trimmed checkpoints.
+-- checkpoint or write references (elements live while a log or a write names them), and the
+-- run entries and aliases of checkpoints no longer stored. O(size of the thread); runs on
+-- prune and delete, and on retention every few trimmed checkpoints.
 local function sweep()
   local live, refs = {}, {}  -- refs: the value fields in use, as an array (never iterate
   local cps = by_prefix('c:') -- a table with pairs() while adding keys to it: undefined in Lua)
@@ -273,15 +275,31 @@ local function sweep()
     redis.call('DEL', D, I)
     return 0
   end
+  local stored = {}
+  for i = 1, #cps do stored[cps[i]] = true end
+  -- Run entries and aliases of the checkpoints trims dropped (a trim does not read records).
+  local stale_runs = {}
+  for _, m in ipairs(by_prefix('r:')) do
+    local ns, cid = string.match(m, '^r:[^:]*:([^:]*):(.*)$')
+    if not stored['c:' .. ns .. ':' .. cid] then stale_runs[#stale_runs + 1] = m end
+  end
+  call_chunked('ZREM', I, stale_runs)
   -- Log counters (t:) stay: a reused log number would overwrite a log still in use.
-  local dead = {}
+  local dead, aliases = {}, {}
   local fields = redis.call('HKEYS', D)
   for i = 1, #fields do
     local f = fields[i]
     local kind = string.sub(f, 1, 2)
     if ((kind == 'b:' or kind == 'e:') and not live[f]) or (kind == 'l:' and not logs[f]) then
       dead[#dead + 1] = f
+    elseif kind == 'a:' then
+      aliases[#aliases + 1] = f
     end
+  end
+  local targets = hmget(aliases)
+  for i = 1, #aliases do
+    local ns = string.match(aliases[i], '^a:([^:]*):')
+    if not stored['c:' .. ns .. ':' .. tostring(targets[i])] then dead[#dead + 1] = aliases[i] end
   end
   call_chunked('HDEL', D, dead)
   redis.call('HDEL', D, 'g')
