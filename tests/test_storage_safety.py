@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 import redis
@@ -116,13 +116,33 @@ def test_a_durable_write_is_still_waited_for_after_the_scripts_were_flushed(
     assert sent[-2:] == ["EVALSHA", "WAITAOF"] and "SCRIPT" in sent  # reloaded, then write + wait
 
 
-def test_a_thread_deleted_by_another_process_is_indexed_again_by_the_next_put(url: str, prefix: str) -> None:
-    writer, other = RedisSaver(url, prefix=prefix), RedisSaver(url, prefix=prefix)
+@pytest.mark.parametrize("kind", [RedisSaver, ShallowRedisSaver, lambda url, **kw: RedisSaver(url, keep_last=2, **kw)])
+def test_a_thread_deleted_by_another_process_is_indexed_again_by_the_next_put(url: str, prefix: str, kind: Any) -> None:
+    """(With retention the put learns that the thread was empty from its trim's listing.)"""
+    writer, other = kind(url, prefix=prefix), RedisSaver(url, prefix=prefix)
     cfg = _put(writer, "t", {"a": 1})
+    cfg = _put(writer, "t", {"a": 2}, parent=cfg["configurable"]["checkpoint_id"])
     other.delete_thread("t")
-    _put(writer, "t", {"a": 2}, parent=cfg["configurable"]["checkpoint_id"])
+    _put(writer, "t", {"a": 3}, parent=cfg["configurable"]["checkpoint_id"])
     assert [s.thread_id for s in other.thread_stats()] == ["t"]
-    assert [t.checkpoint["channel_values"] for t in other.list(None)] == [{"a": 2}]
+    assert [t.checkpoint["channel_values"] for t in other.list(None)] == [{"a": 3}]
+    _put(writer, "u", {"a": 1}, cid="only")
+    other.delete_thread("u")
+    _put(writer, "u", {"a": 2}, cid="only")  # the same checkpoint again, into a thread gone meanwhile
+    assert sorted(s.thread_id for s in other.thread_stats()) == ["t", "u"]
+
+
+def test_a_put_into_a_new_namespace_of_a_living_thread_is_not_a_new_thread(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = ShallowRedisSaver(url, prefix=prefix)
+    _put(saver, "t", {"a": 1})
+    client.delete(saver.engine.schema.threads)  # a discovery index lost: only a new thread re-adds it
+    sub = {"configurable": {"thread_id": "t", "checkpoint_ns": "child"}}
+    cp = empty_checkpoint()
+    cp["channel_values"], cp["channel_versions"] = {"a": 1}, {"a": 1}
+    saver.put(sub, cp, {}, {"a": 1})
+    assert saver.thread_stats() == []  # the thread had a checkpoint: not new, not re-indexed
 
 
 def test_writes_arriving_after_their_checkpoint_was_trimmed_are_removed(

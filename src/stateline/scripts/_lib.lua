@@ -199,11 +199,12 @@ end
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
 -- values need); drops the others, then their writes and late ones older than the oldest
 -- checkpoint kept (in one pass, not one per dropped checkpoint). Returns how many
--- checkpoints and late writes went. `written`: optionally, the member of a checkpoint this
--- script just wrote, and its record if it has DeltaChannel values (false: it has none).
+-- checkpoints and late writes went, and how many checkpoints the namespace had. `written`:
+-- optionally, the member of a checkpoint this script just wrote, and its record if it has
+-- DeltaChannel values (false: it has none).
 local function trim(ns, keep, written, written_rec)
   local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
-  if #members <= keep then return 0 end
+  if #members <= keep then return 0, #members end
   local kept = {}
   for i = 1, keep do
     kept[members[i]] = true
@@ -231,7 +232,7 @@ local function trim(ns, keep, written, written_rec)
       end
     end
   end
-  return removed + drop_orphan_writes(ns, oldest, kept, dropped)
+  return removed + drop_orphan_writes(ns, oldest, kept, dropped), #members
 end
 
 -- Mark and sweep: deletes every channel value, log and element that no remaining

@@ -88,7 +88,9 @@ end
 
 -- A thread with no checkpoint yet may be missing from the discovery index (deleted or
 -- expired meanwhile, maybe by another process): the reply asks the client to index it.
-local fresh = #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 1) == 0 and 1 or 0
+-- (With retention the trim's listing of the namespace below tells, without a call of its own.)
+local fresh = 0
+if keep == 0 and #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 1) == 0 then fresh = 1 end
 local new_run = 0
 if run ~= '' and #redis.call('ZRANGEBYLEX', I, '[r:' .. run .. ':', '[r:' .. run .. ':' .. HI, 'LIMIT', 0, 1) == 0 then
   new_run = 1
@@ -104,7 +106,10 @@ redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
 if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
-  local dropped = trim(ns, keep, 'c:' .. ns .. ':' .. cid, deltas == '1' and rec)
+  local dropped, listed = trim(ns, keep, 'c:' .. ns .. ':' .. cid, deltas == '1' and rec)
+  if listed == 1 and #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 2) == 1 then
+    fresh = 1  -- this checkpoint alone in its namespace, and no other namespace has one
+  end
   if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
 end
 expire(ttl)
