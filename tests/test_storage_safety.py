@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from typing import Annotated, Any, TypedDict
 
@@ -231,3 +232,36 @@ def test_retention_leaves_no_run_entry_of_a_dropped_checkpoint_after_its_sweep(
     assert len(stored) == 2 and sorted(m.rsplit(":", 1)[1] for m in runs) == sorted(stored)
     saver.delete_for_runs(["run-0", "run-1", "run-2"])
     assert saver.get_tuple({"configurable": {"thread_id": "runs"}}) is None
+
+
+def test_an_alias_of_a_dropped_checkpoint_stands_for_nothing_before_its_sweep(url: str, prefix: str) -> None:
+    """list(before=) a trimmed id answers as MemoryCheckpointer does, at every put (the alias
+    a trim leaves until the next sweep must not point list at the dropped checkpoint)."""
+    from stateline import MemoryCheckpointer
+
+    with SyncRedisCheckpointer(url, prefix=prefix, keep_last=2) as cp:
+        memory = MemoryCheckpointer(keep_last=2)
+        last = Checkpoint(session_id="s", state={"n": 0}, checkpoint_id="id-0")
+        for n in range(20):
+            if n:
+                last = last.child({"n": n}, checkpoint_id=f"id-{n}")
+            cp.save(last)
+            asyncio.run(memory.save(last))
+            for before in ("id-0", f"id-{n}"):
+                expected = [c.checkpoint_id for c in asyncio.run(memory.list("s", before=before))]
+                assert [c.checkpoint_id for c in cp.list("s", before=before)] == expected, (n, before)
+
+
+def test_a_copy_takes_no_run_entry_or_alias_of_a_dropped_checkpoint(url: str, prefix: str, client: redis.Redis) -> None:
+    saver = RedisSaver(url, prefix=prefix, keep_last=2)
+    cfg = {"configurable": {"thread_id": "src", "checkpoint_ns": ""}}
+    for n in range(5):  # 3 dropped, no sweep yet
+        cp = empty_checkpoint()
+        cp["channel_values"], cp["channel_versions"] = {"n": n}, {"n": n + 1}
+        cfg = saver.put(cfg, cp, {"run_id": f"run-{n}"}, {"n": n + 1})
+    saver.copy_thread("src", "dst")
+    keys = saver.engine.keys("dst")
+    runs = sorted(m.decode().split(":")[1] for m in client.zrangebylex(keys.index, "[r:", "[r:\xff"))
+    assert runs == ["run-3", "run-4"]
+    registered = sorted(m.decode() for m in client.zrange(saver.engine.schema.runs, 0, -1) if m.endswith(b" dst"))
+    assert registered == ["run-3 dst", "run-4 dst"]

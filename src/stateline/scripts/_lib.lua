@@ -24,9 +24,12 @@ local function head_member(ns)
 end
 
 -- The checkpoint id an id stands for: itself, or the checkpoint that has it as alias.
+-- (An alias of a checkpoint a trim dropped stays until the next sweep: it stands for nothing.)
 local function resolve(ns, id)
   if id == '' or redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. id) == 1 then return id end
-  return redis.call('HGET', D, 'a:' .. ns .. ':' .. id) or id
+  local cid = redis.call('HGET', D, 'a:' .. ns .. ':' .. id)
+  if cid and redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 1 then return cid end
+  return id
 end
 
 local function split_member(m)  -- 'c:<ns>:<cid>' -> ns, cid
