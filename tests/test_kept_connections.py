@@ -4,9 +4,11 @@ whatever happens to the connection, and only plain clients take that path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,8 +19,10 @@ import redis.asyncio as aredis
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
+from stateline import ServerUnavailable
 from stateline.held import held
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
+from stateline.plan import SCRIPTS
 
 
 def checkpoint(n: int) -> dict:
@@ -276,3 +280,64 @@ def test_a_connection_marked_for_reconnect_is_reconnected_after_its_call(url: st
     put(saver, "moved", 2)
     assert not conn.should_reconnect() and conn._sock is not before
     assert latest_n(saver, "moved") == 2
+
+
+class ReplyDropper:
+    """A TCP proxy in front of the server that, once armed with some bytes, lets the request
+    holding them reach the server and cuts the client's connection instead of passing the
+    reply back: a reply lost after the server ran the command."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream, self.armed = ("127.0.0.1", port), b""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            server = socket.create_connection(self.upstream)
+            cut = threading.Event()
+            threading.Thread(target=self._requests, args=(client, server, cut), daemon=True).start()
+            threading.Thread(target=self._replies, args=(server, client, cut), daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket, cut: threading.Event) -> None:
+        with client, server, contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.armed and self.armed in data:
+                    self.armed = b""
+                    cut.set()
+                server.sendall(data)
+
+    def _replies(self, server: socket.socket, client: socket.socket, cut: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if cut.is_set():
+                    client.shutdown(socket.SHUT_RDWR)
+                    return
+                client.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_call_whose_reply_is_lost_is_not_sent_again(url: str, prefix: str) -> None:
+    """The server ran the copy but its reply never came: the caller hears that the server is
+    unreachable, and the copy is not run a second time (which would report its target as
+    existing)."""
+    proxy = ReplyDropper(int(url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        saver = RedisSaver(proxy.url, prefix=prefix)
+        for n in range(3):
+            put(saver, "src", n)
+        saver._conn.sync.script_load(SCRIPTS.restore.body)  # so the armed request is the copy itself
+        assert held(saver._conn.sync).idle
+        proxy.armed = SCRIPTS.restore.sha.encode()
+        with pytest.raises(ServerUnavailable):
+            saver.copy_thread("src", "dst")
+        assert latest_n(saver, "dst") == 2  # the server did copy it, once
+    finally:
+        proxy.close()
