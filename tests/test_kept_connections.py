@@ -19,7 +19,7 @@ import redis.asyncio as aredis
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
-from stateline import ServerUnavailable
+from stateline import AuthenticationFailed, ServerUnavailable
 from stateline.held import held
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
 from stateline.plan import SCRIPTS
@@ -341,3 +341,58 @@ def test_a_call_whose_reply_is_lost_is_not_sent_again(url: str, prefix: str) -> 
         assert latest_n(saver, "dst") == 2  # the server did copy it, once
     finally:
         proxy.close()
+
+
+class Token:
+    """What a renewing credential provider hands redis-py's pool (its re-auth callback sets
+    it on every connection checked out, which a kept connection always is)."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user, password
+
+    def try_get(self, key: str) -> str:
+        assert key == "oid"
+        return self.user
+
+    def get_value(self) -> str:
+        return self.password
+
+
+@pytest.fixture
+def renewed_user(client: redis.Redis) -> Any:
+    client.acl_setuser("renewed", enabled=True, passwords=["+renewed-pw"], keys=["*"], commands=["+@all"], reset=True)
+    yield "renewed"
+    client.acl_deluser("renewed")
+
+
+def users_connected(client: redis.Redis) -> list[str]:
+    return [c["user"] for c in client.client_list()]
+
+
+def test_renewed_credentials_reach_a_kept_connection(
+    url: str, prefix: str, client: redis.Redis, renewed_user: str
+) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    put(saver, "t", 0)
+    put(saver, "t", 1)
+    (conn,) = held(saver._conn.sync).idle
+    conn.set_re_auth_token(Token(renewed_user, "renewed-pw"))
+    put(saver, "t", 2)  # after its call, the connection authenticates again, as on release
+    assert renewed_user in users_connected(client)
+    assert latest_n(saver, "t") == 2
+
+
+def test_a_failed_reauthentication_gives_the_connection_back(
+    url: str, prefix: str, client: redis.Redis, renewed_user: str
+) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    put(saver, "t", 0)
+    put(saver, "t", 1)
+    kept = held(saver._conn.sync)
+    (conn,) = kept.idle
+    conn.set_re_auth_token(Token(renewed_user, "wrong-pw"))
+    with pytest.raises(AuthenticationFailed):
+        put(saver, "t", 2)  # stored; the re-authentication after it failed
+    assert conn not in kept.idle and not conn.is_connected
+    assert conn not in saver._conn.sync.connection_pool._in_use_connections  # given back, not leaked
+    assert latest_n(RedisSaver(url, prefix=prefix), "t") == 2
