@@ -37,6 +37,18 @@ local function split_member(m)  -- 'c:<ns>:<cid>' -> ns, cid
   return ns, cid
 end
 
+-- The checkpoint member a run entry stands for: 'r:<run>:<ns>:<cid>' -> 'c:<ns>:<cid>'
+-- (nil for an index member of another kind).
+local function run_entry_member(m)
+  local ns, cid = string.match(m, '^r:[^:]*:([^:]*):(.*)$')
+  return ns and ('c:' .. ns .. ':' .. cid)
+end
+
+-- The checkpoint member an alias stands for: field 'a:<ns>:<alias>' holding cid -> 'c:<ns>:<cid>'.
+local function alias_member(field, cid)
+  return 'c:' .. string.match(field, '^a:([^:]*):') .. ':' .. cid
+end
+
 local function by_prefix(prefix)
   return redis.call('ZRANGEBYLEX', I, '[' .. prefix, '[' .. prefix .. HI)
 end
@@ -122,6 +134,13 @@ local function expire(ttl)
   end
 end
 
+-- Removes the pending writes of one checkpoint.
+local function drop_writes(ns, cid)
+  local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
+  call_chunked('HDEL', D, writes)
+  call_chunked('ZREM', I, writes)
+end
+
 -- Removes one checkpoint's record and its own index entries (1 if it was stored). Its pending
 -- writes are left to the caller (drop_checkpoint, trim), and so are its run entry and alias,
 -- which only its record names: drop_checkpoint reads the record for them, a trim leaves them
@@ -144,9 +163,7 @@ local function drop_checkpoint(ns, cid)
   end
   if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
   drop_record(ns, cid)
-  local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
-  call_chunked('HDEL', D, writes)
-  call_chunked('ZREM', I, writes)
+  drop_writes(ns, cid)
   return 1
 end
 
@@ -227,11 +244,7 @@ local function trim(ns, keep, written, written_rec)
         removed = removed + 1
         -- An id that begins the oldest kept one ('5' and '50') may sort its writes after it
         -- ('w::5:' > 'w::50' only if the next byte is below ':'): removed by prefix.
-        if string.sub(oldest, 1, #cid) == cid then
-          local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
-          call_chunked('HDEL', D, writes)
-          call_chunked('ZREM', I, writes)
-        end
+        if string.sub(oldest, 1, #cid) == cid then drop_writes(ns, cid) end
       end
     end
   end
@@ -284,8 +297,7 @@ local function sweep()
   -- Run entries and aliases of the checkpoints trims dropped (a trim does not read records).
   local stale_runs = {}
   for _, m in ipairs(by_prefix('r:')) do
-    local ns, cid = string.match(m, '^r:[^:]*:([^:]*):(.*)$')
-    if not stored['c:' .. ns .. ':' .. cid] then stale_runs[#stale_runs + 1] = m end
+    if not stored[run_entry_member(m)] then stale_runs[#stale_runs + 1] = m end
   end
   call_chunked('ZREM', I, stale_runs)
   -- Log counters (t:) stay: a reused log number would overwrite a log still in use.
@@ -302,8 +314,7 @@ local function sweep()
   end
   local targets = hmget(aliases)
   for i = 1, #aliases do
-    local ns = string.match(aliases[i], '^a:([^:]*):')
-    if not stored['c:' .. ns .. ':' .. tostring(targets[i])] then dead[#dead + 1] = aliases[i] end
+    if not stored[alias_member(aliases[i], tostring(targets[i]))] then dead[#dead + 1] = aliases[i] end
   end
   call_chunked('HDEL', D, dead)
   redis.call('HDEL', D, 'g')

@@ -4,8 +4,7 @@ local removed = 0
 for a = 1, #ARGV do
   local members = by_prefix('r:' .. ARGV[a] .. ':')
   for i = 1, #members do
-    local ns, cid = string.match(members[i], '^r:[^:]*:([^:]*):(.*)$')
-    removed = removed + drop_checkpoint(ns, cid)
+    removed = removed + drop_checkpoint(split_member(run_entry_member(members[i])))
     redis.call('ZREM', I, members[i])
   end
 end

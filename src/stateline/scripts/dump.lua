@@ -9,13 +9,13 @@ end
 local out_fields, out_members = {}, {}
 for i = 1, #fields, 2 do
   local f = fields[i]
-  if string.sub(f, 1, 2) ~= 'a:' or stored['c:' .. string.match(f, '^a:([^:]*):') .. ':' .. fields[i + 1]] then
+  if string.sub(f, 1, 2) ~= 'a:' or stored[alias_member(f, fields[i + 1])] then
     out_fields[#out_fields + 1] = f
     out_fields[#out_fields + 1] = fields[i + 1]
   end
 end
 for _, m in ipairs(members) do
-  local ns, cid = string.match(m, '^r:[^:]*:([^:]*):(.*)$')
-  if not ns or stored['c:' .. ns .. ':' .. cid] then out_members[#out_members + 1] = m end
+  local of = run_entry_member(m)
+  if not of or stored[of] then out_members[#out_members + 1] = m end
 end
 return {out_fields, out_members}
