@@ -44,6 +44,15 @@ def latest_n(saver: RedisSaver, thread: str) -> int:
     return got.checkpoint["channel_values"]["n"]
 
 
+def kept_connection(saver: RedisSaver, thread: str) -> Any:
+    """The one connection kept after two puts on ``thread`` (a thread's first put is a
+    pipeline, which indexes the thread; the second is a script call)."""
+    put(saver, thread, 0)
+    put(saver, thread, 1)
+    (conn,) = held(saver._conn.sync).idle
+    return conn
+
+
 class Interrupted(Exception):
     pass
 
@@ -52,9 +61,7 @@ def test_a_connection_killed_by_the_server_is_replaced_and_the_put_lands(
     url: str, prefix: str, client: redis.Redis
 ) -> None:
     saver = RedisSaver(url, prefix=prefix)
-    put(saver, "killed", 0)  # a thread's first put is a pipeline (it indexes the thread)
-    put(saver, "killed", 1)
-    assert held(saver._conn.sync).idle  # the connection is kept between calls
+    kept_connection(saver, "killed")
     killed = client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
     put(saver, "killed", 2)  # checked before reuse, as the pool checks: reconnected, then sent
@@ -145,9 +152,7 @@ def test_a_forked_child_talks_over_connections_of_its_own(url: str, prefix: str)
     """Parent and child write at once with the saver made before the fork: sharing the kept
     socket would hand each one the other's replies."""
     saver = RedisSaver(url, prefix=prefix)
-    put(saver, "parent", 0)
-    put(saver, "parent", 1)
-    assert held(saver._conn.sync).idle  # a connection the child inherits
+    kept_connection(saver, "parent")  # a connection the child inherits
     rounds = 150
     pid = os.fork()
     if pid == 0:  # the child
@@ -272,9 +277,7 @@ def test_threads_meeting_a_new_client_share_one_set_of_kept_connections(url: str
 def test_a_connection_marked_for_reconnect_is_reconnected_after_its_call(url: str, prefix: str) -> None:
     """What pool.release does for a maintenance notification (MOVING) is done on keeping."""
     saver = RedisSaver(url, prefix=prefix)
-    put(saver, "moved", 0)
-    put(saver, "moved", 1)
-    (conn,) = held(saver._conn.sync).idle
+    conn = kept_connection(saver, "moved")
     before = conn._sock
     conn.mark_for_reconnect()
     put(saver, "moved", 2)
@@ -373,9 +376,7 @@ def test_renewed_credentials_reach_a_kept_connection(
     url: str, prefix: str, client: redis.Redis, renewed_user: str
 ) -> None:
     saver = RedisSaver(url, prefix=prefix)
-    put(saver, "t", 0)
-    put(saver, "t", 1)
-    (conn,) = held(saver._conn.sync).idle
+    conn = kept_connection(saver, "t")
     conn.set_re_auth_token(Token(renewed_user, "renewed-pw"))
     put(saver, "t", 2)  # after its call, the connection authenticates again, as on release
     assert renewed_user in users_connected(client)
@@ -386,10 +387,8 @@ def test_a_failed_reauthentication_gives_the_connection_back(
     url: str, prefix: str, client: redis.Redis, renewed_user: str
 ) -> None:
     saver = RedisSaver(url, prefix=prefix)
-    put(saver, "t", 0)
-    put(saver, "t", 1)
+    conn = kept_connection(saver, "t")
     kept = held(saver._conn.sync)
-    (conn,) = kept.idle
     conn.set_re_auth_token(Token(renewed_user, "wrong-pw"))
     with pytest.raises(AuthenticationFailed):
         put(saver, "t", 2)  # stored; the re-authentication after it failed
