@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
-import time
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
 
 from stateline.bench.backends import FLOOR_SCRIPT
 from stateline.bench.servers import Server
-from stateline.bench.workloads import Api, floor_payload, small_checkpoint
+from stateline.bench.workloads import Api, _timed, floor_payload, small_checkpoint
 from stateline.held import held
 from stateline.langgraph import AsyncRedisSaver, AsyncShallowRedisSaver, RedisSaver, ShallowRedisSaver
 
@@ -46,66 +47,42 @@ def checkpoints(api: Api, n: int) -> list[tuple[dict, dict, dict]]:
     return out
 
 
-def sync_run(url: str, n: int, rounds: int) -> None:
-    client = redis.Redis.from_url(url)
-    sha = client.script_load(FLOOR_SCRIPT)
-    record, value = floor_payload()
-    kept = held(client)
-    savers = {"put (full)": RedisSaver(url, prefix="kf:"), "put (shallow)": ShallowRedisSaver(url, prefix="kfs:")}
-    configs = {
-        k: s.put({"configurable": {"thread_id": "t"}}, *small_checkpoint(Api(s, False), 0, None))
-        for k, s in savers.items()
-    }
-    samples: dict[str, list[float]] = {k: [] for k in KINDS}
-    clock = time.perf_counter
-    for r in range(rounds):
-        todo = {k: checkpoints(Api(s, False), n) for k, s in savers.items()}
-        for i in range(n):
-            args = ("EVALSHA", sha, 2, "floor:{k}:d", "floor:{k}:i", f"f:{r}:{i}", record, f"b:{r}:{i}", value)
-            t = clock()
-            client.execute_command(*args)
-            samples[KINDS[0]].append(clock() - t)
-            t = clock()
-            kept.call(args)
-            samples[KINDS[1]].append(clock() - t)
-            for k, saver in savers.items():
-                t = clock()
-                saver.put(configs[k], *todo[k][i])
-                samples[k].append(clock() - t)
-    report("sync (redis.Redis)", samples)
+def put_on(api: Api, config: dict, checkpoint: tuple[dict, dict, dict]) -> Any:
+    return api.put(config, *checkpoint)
 
 
-async def async_run(url: str, n: int, rounds: int) -> None:
-    client = aredis.Redis.from_url(url)
-    sha = await client.script_load(FLOOR_SCRIPT)
+async def run(url: str, n: int, rounds: int, is_async: bool) -> None:
+    """Every kind sampled in turn, through the sync or the asyncio clients and savers
+    (``_timed`` awaits only for asyncio: the clock sees the call and nothing else)."""
+    client = (aredis.Redis if is_async else redis.Redis).from_url(url)
+    floor = Api(client, is_async)
+    sha = await floor.call(client.script_load(FLOOR_SCRIPT))
     record, value = floor_payload()
     kept = held(client)
-    savers = {
-        "put (full)": AsyncRedisSaver(url, prefix="akf:"),
-        "put (shallow)": AsyncShallowRedisSaver(url, prefix="akfs:"),
+    full, shallow = (AsyncRedisSaver, AsyncShallowRedisSaver) if is_async else (RedisSaver, ShallowRedisSaver)
+    apis = {
+        "put (full)": Api(full(url, prefix="kf:"), is_async),
+        "put (shallow)": Api(shallow(url, prefix="kfs:"), is_async),
     }
-    configs = {
-        k: await s.aput({"configurable": {"thread_id": "t"}}, *small_checkpoint(Api(s, True), 0, None))
-        for k, s in savers.items()
-    }
+    puts = {}
+    for k, api in apis.items():
+        config = await api.call(api.put({"configurable": {"thread_id": "t"}}, *small_checkpoint(api, 0, None)))
+        puts[k] = functools.partial(put_on, api, config)
+
+    def bare(args: tuple[Any, ...]) -> Any:
+        return client.execute_command(*args)
+
     samples: dict[str, list[float]] = {k: [] for k in KINDS}
-    clock = time.perf_counter
     for r in range(rounds):
-        todo = {k: checkpoints(Api(s, True), n) for k, s in savers.items()}
+        todo = {k: checkpoints(api, n) for k, api in apis.items()}
         for i in range(n):
             args = ("EVALSHA", sha, 2, "floor:{k}:d", "floor:{k}:i", f"f:{r}:{i}", record, f"b:{r}:{i}", value)
-            t = clock()
-            await client.execute_command(*args)
-            samples[KINDS[0]].append(clock() - t)
-            t = clock()
-            await kept.call(args)
-            samples[KINDS[1]].append(clock() - t)
-            for k, saver in savers.items():
-                t = clock()
-                await saver.aput(configs[k], *todo[k][i])
-                samples[k].append(clock() - t)
-    report("asyncio (redis.asyncio.Redis)", samples)
-    await client.aclose()
+            samples[KINDS[0]].append(await _timed(floor, bare, args))
+            samples[KINDS[1]].append(await _timed(floor, kept.call, args))
+            for k, api in apis.items():
+                samples[k].append(await _timed(api, puts[k], todo[k][i]))
+    report("asyncio (redis.asyncio.Redis)" if is_async else "sync (redis.Redis)", samples)
+    await floor.call(client.aclose() if is_async else client.close())
 
 
 def main() -> None:
@@ -114,8 +91,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     with Server("plain") as server:
-        sync_run(server.url, args.n, args.rounds)
-        asyncio.run(async_run(server.url, args.n, args.rounds))
+        for is_async in (False, True):
+            asyncio.run(run(server.url, args.n, args.rounds, is_async))
 
 
 if __name__ == "__main__":
