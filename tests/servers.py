@@ -13,13 +13,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+from .waiting import DEADLINE, until
 
 READY = b"Ready to accept connections"
 
@@ -79,7 +80,7 @@ class Server:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(10)
+            self.proc.wait(DEADLINE)
 
     def restart(self, *extra: str) -> None:
         """Starts the server again with the same arguments (same port and dir), plus ``extra``."""
@@ -177,7 +178,7 @@ class SentinelSet:
                 ports.append(int(c.sentinel_get_master_addr_by_name(self.service)[1]))
         return max(set(ports), key=ports.count)
 
-    def wait_ready(self, replicas: int = 1, timeout: float = 30.0) -> None:
+    def wait_ready(self, replicas: int = 1, timeout: float = DEADLINE) -> None:
         """Until every sentinel sees the primary, ``replicas`` replicas and the 2 other sentinels."""
 
         def ready() -> bool:
@@ -260,25 +261,10 @@ def cluster(base: Path, binary: str, masters: int = 3, replicas: int = 0, *extra
             n.kill(signal.SIGTERM)
 
 
-def _until(condition, timeout: float = 30.0) -> None:
+def _until(condition, timeout: float = DEADLINE) -> None:
     """Polls a server-side condition (cluster gossip and sentinel discovery have no event to
     wait on), bounded. A server that refuses connections meanwhile counts as not yet."""
-    until(condition, timeout)
-
-
-def until(condition, timeout: float = 30.0, what: str = "the servers did not converge"):
-    """Polls ``condition`` every 50 ms until it returns a true value (returned), bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = condition()
-        except (redis.ConnectionError, redis.TimeoutError):
-            got = None
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
+    until(condition, timeout, "the servers did not converge")
 
 
 def stop_all(servers: list[Server]) -> None:
