@@ -43,6 +43,7 @@ from stateline.plan import SCRIPTS, Batch, Call, Command, Scan
 from stateline.serde import Serde
 
 from . import servers
+from .waiting import auntil
 
 # -- types the states use -------------------------------------------------------------------
 
@@ -210,13 +211,6 @@ def twin(make: Make, kind: str, cp: BaseCheckpointer, **settings: Any) -> BaseCh
 
 def _count_keys(engine: Engine, client: redis.Redis) -> int:
     return sum(1 for _ in client.scan_iter(match=engine.schema.prefix + "*", count=1000))
-
-
-async def auntil(condition: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # -- the behaviour suite ----------------------------------------------------------------------
@@ -444,28 +438,38 @@ async def test_keep_last_keeps_the_newest(kind: str, make: Make) -> None:
     assert await cp.load("k", saved[0].checkpoint_id) is None
 
 
-async def test_ttl_slides_with_every_save_and_an_idle_session_vanishes_whole(
-    kind: str, make: Make, client: redis.Redis
-) -> None:
-    ttl = 1.0
-    cp = make(kind, ttl=ttl)
-    keys = [] if kind == "memory" else list(cp.engine.keys("t").all)  # type: ignore[attr-defined]
+def ttl_left(kind: str, cp: BaseCheckpointer, client: redis.Redis, session_id: str) -> float:
+    """Seconds until a session expires: on a server, the least of its keys' TTLs."""
+    if kind == "memory":
+        return cp._expires[session_id] - time.monotonic()  # type: ignore[attr-defined]
+    return min(client.pttl(k) for k in cp.engine.keys(session_id).all) / 1000  # type: ignore[attr-defined]
 
+
+async def test_every_save_slides_the_ttl_of_the_whole_session(kind: str, make: Make, client: redis.Redis) -> None:
+    cp = make(kind, ttl=60.0)  # long, so reading what is left of it races nothing
     first = Checkpoint(session_id="t", state={"doc": "shared " * 50, "n": 0})
     await cp.save(first)
-    first_deadline = time.monotonic() + ttl
-    await cp.save(Checkpoint(session_id="bystander", state={}))  # never saved again
-    await asyncio.sleep(0.6 * ttl)  # let part of the TTL pass: time itself is what is tested
-    second = first.child({"doc": first.state["doc"], "n": 1})
-    await cp.save(second)
-    if keys:  # both keys of the session were refreshed, not only what the save wrote
-        assert all(client.pttl(k) > 0.8 * ttl * 1000 for k in keys)
+    at_save = ttl_left(kind, cp, client, "t")
+    assert 0 < at_save <= 60
 
-    # Past the first save's own deadline every checkpoint of the session stays readable.
-    while time.monotonic() < first_deadline + 0.2:
-        assert await cp.load("t", first.checkpoint_id) == first
-        assert await cp.load("t") == second
-        await asyncio.sleep(0.05)
+    async def clock_moved() -> bool:
+        return ttl_left(kind, cp, client, "t") < at_save - 0.2
+
+    await auntil(clock_moved, what="the session's TTL to run down")
+    before = ttl_left(kind, cp, client, "t")
+    await cp.save(first.child({"doc": first.state["doc"], "n": 1}))
+    # Every key of the session starts over, not only what the save wrote: the first
+    # checkpoint's record (written once, by the first save) lives as long as the newest.
+    assert ttl_left(kind, cp, client, "t") > before
+    assert await cp.load("t", first.checkpoint_id) == first
+
+
+async def test_an_idle_session_vanishes_whole(kind: str, make: Make, client: redis.Redis) -> None:
+    cp = make(kind, ttl=0.5)
+    keys = [] if kind == "memory" else list(cp.engine.keys("t").all)  # type: ignore[attr-defined]
+    first = Checkpoint(session_id="t", state={"doc": "shared " * 50, "n": 0})
+    await cp.save(first)
+    await cp.save(Checkpoint(session_id="bystander", state={}))
 
     async def gone() -> bool:
         if keys:
@@ -474,10 +478,15 @@ async def test_ttl_slides_with_every_save_and_an_idle_session_vanishes_whole(
             return alive == 0
         return await cp.load("t") is None
 
-    await auntil(gone, 5 * ttl, "the idle session to expire")
+    await auntil(gone, what="the idle session to expire")
     assert await cp.load("t") is None and await cp.load("t", first.checkpoint_id) is None
     assert await cp.list("t") == []
-    assert "t" not in await cp.list_sessions() and "bystander" not in await cp.list_sessions()
+
+    async def bystander_gone() -> bool:
+        return "bystander" not in await cp.list_sessions()
+
+    await auntil(bystander_gone, what="the idle bystander to expire")
+    assert "t" not in await cp.list_sessions()
     if keys:  # no index entry is left without its data
         assert client.zrange(cp.engine.schema.threads, 0, -1) == []  # type: ignore[attr-defined]
         assert _count_keys(cp.engine, client) == 0  # type: ignore[attr-defined]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 from langgraph.checkpoint.base import empty_checkpoint
@@ -14,6 +12,7 @@ from stateline.keys import Schema
 from stateline.langgraph import RedisSaver
 
 from .conftest import keys_of
+from .waiting import until
 
 AWKWARD = ["a", "a:b", "a{b}", "{a}", "}{", "a|b", "a b", "", "日本語", "a%3Ab", "a:b:c", "c:a", "%"]
 NAMESPACES = ["", "child:1", "a|b:c", "{x}", "日本"]
@@ -135,14 +134,14 @@ def test_prune_delete_leaves_no_key_and_keep_latest_leaves_no_orphan(
 
 
 def test_ttl_expires_the_whole_thread(url: str, prefix: str, client: redis.Redis) -> None:
+    # Both keys of a thread carry the TTL (a long one here, so reading it races nothing)...
+    _fill(RedisSaver(url, prefix=f"{prefix}long:", ttl=60), "long")
+    keys = keys_of(client, f"{prefix}long:{{long}}*")
+    assert len(keys) == 2 and all(0 < client.pttl(k) <= 60_000 for k in keys)
+    # ...so a short one expires the thread whole, and readers drop what pointed to it.
     saver = RedisSaver(url, prefix=prefix, ttl=0.3)
     _fill(saver, "short")
-    keys = keys_of(client, f"{prefix}{{short}}*")
-    assert len(keys) == 2 and all(0 < client.pttl(k) <= 300 for k in keys)
-    deadline = time.monotonic() + 10
-    while keys_of(client, f"{prefix}{{short}}*") and time.monotonic() < deadline:
-        time.sleep(0.05)  # waiting on the server's clock, bounded
-    assert keys_of(client, f"{prefix}{{short}}*") == []
+    until(lambda: not keys_of(client, f"{prefix}{{short}}*"), what="the thread did not expire")
     assert saver.get_tuple({"configurable": {"thread_id": "short"}}) is None
     assert list(saver.list(None)) == []  # the stale discovery entry is dropped on sight
     assert client.zcard(f"{prefix}threads") == 0
