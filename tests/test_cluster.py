@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
 
 from .test_conformance import assert_full_conformance
+from .waiting import DEADLINE
 
 
 async def test_full_conformance_on_a_cluster(cluster_url: str) -> None:
@@ -179,7 +180,7 @@ def test_acknowledged_writes_survive_a_master_failover_with_replicas(tmp_path) -
         acknowledged, failures = [], 0
         owner = saver._conn.sync.get_node_from_key(saver.engine.keys("failover").data).port
         victim = next(n for n in nodes if n.port == owner)
-        deadline = time.monotonic() + 120  # generous: a loaded machine slows the election
+        deadline = time.monotonic() + 2 * DEADLINE  # generous: a loaded machine slows the election
         while len(acknowledged) < 60 and time.monotonic() < deadline:
             cp = empty_checkpoint()
             cp["channel_values"] = {"n": len(acknowledged)}
@@ -195,7 +196,7 @@ def test_acknowledged_writes_survive_a_master_failover_with_replicas(tmp_path) -
                 # Once its replica owns the slot, the old master comes back as the new one's
                 # replica, as an operator would bring it back: "replica" durability needs one.
                 other = next(n for n in nodes[:3] if n is not victim).client()
-                servers.until(lambda c=other: _owner_of(c, saver, "failover") not in (None, owner), 30)
+                servers.until(lambda c=other: _owner_of(c, saver, "failover") not in (None, owner), 2 * DEADLINE)
                 victim.restart()
         assert len(acknowledged) == 60, (len(acknowledged), failures)
         assert saver._conn.sync.get_node_from_key(saver.engine.keys("failover").data).port != owner
@@ -292,9 +293,9 @@ def test_a_durable_writer_follows_a_fail_over_without_help(tmp_path, kind: str) 
                     continue
                 acknowledged.append(cp["id"])
 
-        asyncio.run(write(10, time.monotonic() + 30))
+        asyncio.run(write(10, time.monotonic() + DEADLINE))
         next(n for n in nodes if n.port == owner).kill(signal.SIGKILL)
-        asyncio.run(write(20, time.monotonic() + 90))
+        asyncio.run(write(20, time.monotonic() + 2 * DEADLINE))
         assert len(acknowledged) == 20
         stored = {t.checkpoint["id"] for t in RedisSaver(url, prefix="fo:").list({"configurable": {"thread_id": "t"}})}
         assert set(acknowledged[10:]) <= stored

@@ -25,6 +25,7 @@ from stateline import DurabilityError, ServerUnavailable
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
 
 from . import servers
+from .waiting import DEADLINE
 
 WRITERS = 3
 # Acknowledged puts (over all writers) before the kill. With appendfsync everysec each
@@ -114,7 +115,9 @@ def test_sigkill_mid_stream_every_acknowledged_checkpoint_reads_back_intact(aof:
     aof_server, fsync = aof
     prefix = f"k{uuid.uuid4().hex[:6]}:"
     streams = [Stream(f"stream-{i}") for i in range(WRITERS)]
-    savers = [RedisSaver(aof_server.url, prefix=prefix, durability="aof", socket_timeout=5) for _ in streams]
+    # Generous limits: on a loaded machine a slow fsync must not end a writer before the kill.
+    limits = {"durability_timeout_ms": int(DEADLINE * 1000), "socket_timeout": DEADLINE}
+    savers = [RedisSaver(aof_server.url, prefix=prefix, durability="aof", **limits) for _ in streams]
     acked = threading.Semaphore(0)
     threads = [
         threading.Thread(target=write_until_failure, args=(s, st, acked), daemon=True)
@@ -124,11 +127,11 @@ def test_sigkill_mid_stream_every_acknowledged_checkpoint_reads_back_intact(aof:
         t.start()
     try:
         for _ in range(KILL_AFTER[fsync]):
-            assert acked.acquire(timeout=30), "the writers stopped before the kill"
+            assert acked.acquire(timeout=DEADLINE), "the writers stopped before the kill"
         aof_server.kill()  # SIGKILL, while every writer is mid-stream
     finally:
         for t in threads:
-            t.join(60)
+            t.join(DEADLINE)
     assert not any(t.is_alive() for t in threads)
     for st in streams:
         assert isinstance(st.error, ServerUnavailable), st.error
@@ -265,8 +268,8 @@ def test_the_raw_client_agrees_waitaof_needs_the_append_only_file(tmp_path: Path
             with pytest.raises(redis.ResponseError, match="appendonly"):
                 c.execute_command("WAITAOF", 1, 0, 10)
             c.config_set("appendonly", "yes")
-            servers.until(lambda: c.info("persistence")["aof_rewrite_in_progress"] == 0, 10)
+            servers.until(lambda: c.info("persistence")["aof_rewrite_in_progress"] == 0)
             c.set("k", 1)
-            assert c.execute_command("WAITAOF", 1, 0, 1000) == [1, 0]
+            assert c.execute_command("WAITAOF", 1, 0, int(DEADLINE * 1000)) == [1, 0]
     finally:
         server.kill()

@@ -36,6 +36,7 @@ from stateline import DurabilityError, ServerUnavailable
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
 
 from . import servers
+from .waiting import DEADLINE
 
 REDIS = servers.redis_binary()
 pytestmark = pytest.mark.skipif(
@@ -87,7 +88,7 @@ def build(saver: Any) -> Any:
 # -- failover helpers --------------------------------------------------------------------------
 
 
-def failover(top: servers.SentinelSet, timeout: float = 30.0) -> int:
+def failover(top: servers.SentinelSet, timeout: float = 2 * DEADLINE) -> int:
     """SIGKILLs the primary; returns the new primary's port once every sentinel names it,
     it answers ROLE as master, and the old primary (restarted as its replica) is in sync."""
     old = top.primary
@@ -124,7 +125,7 @@ class Log:
         self.errors: list[Exception] = []
         self.fatal: BaseException | None = None
 
-    def wait_for(self, n: int, timeout: float = 30.0) -> None:
+    def wait_for(self, n: int, timeout: float = 2 * DEADLINE) -> None:
         with self.cond:
             ok = self.cond.wait_for(lambda: len(self.puts) >= n or self.fatal is not None, timeout)
         if self.fatal is not None:
@@ -145,7 +146,7 @@ def retrying(fn: Callable[[], T], log: Log, stop: threading.Event, deadline: flo
             stop.wait(0.02)
 
 
-def stream(saver: RedisSaver, thread: str, log: Log, stop: threading.Event, budget: float = 60.0) -> None:
+def stream(saver: RedisSaver, thread: str, log: Log, stop: threading.Event, budget: float = 4 * DEADLINE) -> None:
     """Writes checkpoint after checkpoint (each with two pending writes) until ``stop``."""
     deadline = time.monotonic() + budget
     cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
@@ -215,20 +216,17 @@ def test_primary_killed_mid_stream_every_acknowledged_write_survives_and_the_gra
         log.wait_for(50)
         old_port = topology.primary.port
         at_kill = len(log.puts)
-        started = time.monotonic()
         new_port = failover(topology)
         assert new_port != old_port
         log.wait_for(at_kill + 50)  # the stream goes on against the new primary
-        took = time.monotonic() - started
     finally:
         stop.set()
-        writer.join(60)
+        writer.join(DEADLINE)
     assert not writer.is_alive()
     if log.fatal is not None:
         raise AssertionError("the writer failed with a non-retryable error") from log.fatal
     assert log.errors, "the kill did not interrupt the stream: nothing was tested"
     assert {type(e) for e in log.errors} <= set(RETRYABLE)
-    assert took < 30, f"failover took {took:.1f} s"
 
     # The graph resumes through the same sentinel URL, now on the new primary.
     out = graph.invoke(Command(resume="yes"), cfg)
