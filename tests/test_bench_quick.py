@@ -20,7 +20,6 @@ from stateline.bench import Config, report, run  # noqa: E402
 from stateline.bench.workloads import MICRO_OPS  # noqa: E402
 
 
-@pytest.mark.timeout(60)
 def test_quick_mode_produces_a_result_for_every_backend(tmp_path):
     cfg = Config.quick_mode()
     results = run(cfg, console=Console(file=io.StringIO()), progress=False)

@@ -16,6 +16,8 @@ import redis
 from stateline import EmbeddedServerError
 from stateline.embedded import EmbeddedServer, _wait_gone
 
+from .waiting import DEADLINE
+
 
 def _kill_leftover(data_dir: Path) -> None:
     """Teardown for a test that failed midway: end the server this test started, by its pid."""
@@ -151,24 +153,31 @@ def test_a_server_busy_with_a_long_script_is_neither_doubled_nor_forgotten(tmp_p
     busy = redis.Redis(port=port)
     busy.config_set("busy-reply-threshold", 50)
     started = threading.Event()
+    ended: list[str] = []
 
     def long_script() -> None:
         started.set()
-        # spins one to two seconds on the server's clock (TIME), then returns
-        busy.eval("local t0 = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) < t0 + 2 do end return 1", 0)
+        # spins on the server's clock until the test ends it with SCRIPT KILL (a minute at most)
+        try:
+            busy.eval("local t0 = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) < t0 + 60 do end", 0)
+            ended.append("ran out its minute")
+        except redis.ResponseError as exc:
+            ended.append(str(exc))
 
     worker = threading.Thread(target=long_script)
     worker.start()
-    started.wait(5)
+    started.wait(DEADLINE)
     try:
-        _until_busy(port, time.monotonic() + 5)
+        _until_busy(port, time.monotonic() + DEADLINE)
         with pytest.raises(EmbeddedServerError, match="does not answer"):
             EmbeddedServer(tmp_path).start()
         with pytest.raises(EmbeddedServerError, match="does not answer"):
             EmbeddedServer(tmp_path).stop()
         assert (tmp_path / "server.json").exists()
     finally:
-        worker.join(10)
+        redis.Redis(port=port).script_kill()
+        worker.join(DEADLINE)
+    assert len(ended) == 1 and "SCRIPT KILL" in ended[0], ended  # busy throughout, until killed
     assert EmbeddedServer(tmp_path).start() == port
     server.stop()
 
