@@ -11,6 +11,7 @@ starts with its creation time, and the checkpoint's own id is its alias.
 
 from __future__ import annotations
 
+import builtins  # `builtins.list` in classes whose `list` method hides the type
 import re
 import secrets
 import threading
@@ -124,7 +125,7 @@ class Checkpoint:
         """The next checkpoint of this session: this one is its parent (so saving it
         fails with ConflictError if another was saved after this one), same run, step + 1,
         ``prev_node`` = this ``node``, a new id and time; ``changes`` set other fields."""
-        base = {
+        base: dict[str, Any] = {
             "state": dict(self.state) if state is None else state,
             "metadata": {},
             "checkpoint_id": new_id(after=self.checkpoint_id),
@@ -257,7 +258,7 @@ class BaseCheckpointer(ABC):
     async def delete(self, session_id: str, checkpoint_id: str | None = None) -> None: ...
 
     @abstractmethod
-    async def list_sessions(self) -> list[str]: ...
+    async def list_sessions(self) -> builtins.list[str]: ...
 
     @abstractmethod
     async def clear_all(self) -> None: ...
@@ -346,10 +347,11 @@ class _RedisPlans:
         return self._engine.list(session_id, "", before=before, limit=limit, page=limit or PAGE)
 
     def _delete(self, session_id: str, checkpoint_id: str | None) -> Plan[None]:
-        if _checkpoint_id(checkpoint_id) is None:
+        cid = _checkpoint_id(checkpoint_id)
+        if cid is None:
             yield from self._engine.delete_thread(session_id)
         else:
-            yield from self._engine.delete_checkpoint(session_id, "", checkpoint_id)
+            yield from self._engine.delete_checkpoint(session_id, "", cid)
 
 
 class RedisCheckpointer(_RedisPlans, BaseCheckpointer):
@@ -376,7 +378,7 @@ class RedisCheckpointer(_RedisPlans, BaseCheckpointer):
     async def delete(self, session_id: str, checkpoint_id: str | None = None) -> None:
         await runner.arun(self._conn.aio, self._delete(session_id, checkpoint_id))
 
-    async def list_sessions(self) -> list[str]:
+    async def list_sessions(self) -> builtins.list[str]:
         return await runner.arun(self._conn.aio, self._engine.threads())
 
     async def clear_all(self) -> None:
@@ -401,7 +403,7 @@ class SyncRedisCheckpointer(_RedisPlans):
     def delete(self, session_id: str, checkpoint_id: str | None = None) -> None:
         runner.run(self._conn.sync, self._delete(session_id, checkpoint_id))
 
-    def list_sessions(self) -> list[str]:
+    def list_sessions(self) -> builtins.list[str]:
         return runner.run(self._conn.sync, self._engine.threads())
 
     def clear_all(self) -> None:
@@ -495,8 +497,10 @@ class MemoryCheckpointer(BaseCheckpointer):
         with self._lock:
             records = self._live(session_id)
             cid = _checkpoint_id(checkpoint_id) or next(iter(records), None)
-            record = records.get(cid) if cid is not None else None
-        return None if record is None else self._checkpoint(session_id, cid, record)
+            record = None if cid is None else records.get(cid)
+        if cid is None or record is None:
+            return None
+        return self._checkpoint(session_id, cid, record)
 
     async def list(self, session_id: str, limit: int | None = 10, *, before: str | None = None) -> list[Checkpoint]:
         if limit is not None and (type(limit) is not int or limit < 0):
@@ -518,7 +522,7 @@ class MemoryCheckpointer(BaseCheckpointer):
                 self._sessions.pop(session_id, None)
                 self._expires.pop(session_id, None)
 
-    async def list_sessions(self) -> list[str]:
+    async def list_sessions(self) -> builtins.list[str]:
         with self._lock:
             return sorted((s for s in tuple(self._sessions) if self._live(s)), key=enc)
 

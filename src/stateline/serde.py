@@ -86,7 +86,7 @@ def _class_state(obj: Any) -> Any:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
-def _rebuild(cls: type, state: Any) -> Any:
+def _rebuild(cls: type[Any], state: Any) -> Any:
     """Restores what _class_state took: enums by member name, pydantic models with
     ``model_construct`` (validated when first built), dataclasses with their constructor."""
     if issubclass(cls, enum.Enum):
@@ -300,13 +300,13 @@ def _fields_of(value: Any, names: tuple[str, ...]) -> list[int]:
 
 
 def _datetime(parts: list[Any]) -> dt.datetime:
-    *fields, tz, fold = parts
-    return dt.datetime(*fields, tzinfo=_tz_in(tz), fold=fold)
+    year, month, day, hour, minute, second, microsecond, tz, fold = parts
+    return dt.datetime(year, month, day, hour, minute, second, microsecond, tzinfo=_tz_in(tz), fold=fold)
 
 
 def _time(parts: list[Any]) -> dt.time:
-    *fields, tz, fold = parts
-    return dt.time(*fields, tzinfo=_tz_in(tz), fold=fold)
+    hour, minute, second, microsecond, tz, fold = parts
+    return dt.time(hour, minute, second, microsecond, tzinfo=_tz_in(tz), fold=fold)
 
 
 def _pairs(flat: list[Any]) -> dict[Any, Any]:
