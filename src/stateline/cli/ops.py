@@ -10,6 +10,7 @@ import json
 from typing import Any, Optional
 
 import typer
+from langchain_core.runnables import RunnableConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -51,14 +52,15 @@ def _short(value: Any, width: int = 90) -> str:
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
 
 
-def _config(thread: str, ns: str | None, checkpoint: str | None = None) -> dict:
+def _config(thread: str, ns: str | None, checkpoint: str | None = None) -> RunnableConfig:
     conf: dict[str, Any] = {"thread_id": thread}
     if ns is not None:
         conf["checkpoint_ns"] = ns

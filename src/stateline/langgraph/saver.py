@@ -7,9 +7,10 @@ only in which client it is usually given.
 
 from __future__ import annotations
 
+import builtins  # `builtins.list` in classes whose `list` method hides the type
 import random
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -43,6 +44,18 @@ def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
         seconds = float(minutes) * 60 if minutes else None  # 0 or None: no TTL, as the peer
         return ttl_ms(seconds), bool(ttl.get("refresh_on_read"))
     return ttl_ms(ttl), False
+
+
+class _Settings(TypedDict):
+    """The Engine's settings, kept to build it again when the serde changes."""
+
+    prefix: str
+    keep_last: int | None
+    ttl_ms: int
+    refresh_on_read: bool
+    durability: str
+    durability_timeout_ms: int
+    index_every_put: bool
 
 
 def _one_id(value: Any, what: str) -> str:
@@ -122,7 +135,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
             client = url_or_client
         self._conn = Connection(url, client=client, aclient=aclient, data_dir=data_dir, **redis_options)
         ttl_ms, refresh = _ttl_ms(ttl)
-        self._settings = {
+        self._settings: _Settings = {
             "prefix": prefix,
             "keep_last": keep_last if keep_last is not None else self.default_keep_last,
             "ttl_ms": ttl_ms,
@@ -230,7 +243,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
     ) -> Plan[None]:
         before_id = cv.before_id(before)
         if config is None:  # every thread, a page of the discovery index at a time
-            select, remaining, bound = cv.matcher(filter, None), limit, "-"
+            select, remaining = cv.matcher(filter, None), limit
+            bound: str | None = "-"
             while bound is not None:
                 threads, bound = yield from self._engine.thread_page(bound)
                 for thread_id in threads:
@@ -372,7 +386,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     # -- beyond BaseCheckpointSaver: what operators need ----------------------------------
 
-    def thread_stats(self) -> list[ThreadStats]:
+    def thread_stats(self) -> builtins.list[ThreadStats]:
         """Every thread with its checkpoint and write counts, bytes in Redis and TTL."""
         return self._run(self._engine.thread_stats())
 
