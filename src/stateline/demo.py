@@ -12,7 +12,7 @@ import sys
 import uuid
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolCall, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
@@ -37,8 +37,15 @@ def model(state: State) -> dict[str, Any]:
     return {"messages": [AIMessage(content="", tool_calls=[call])]}
 
 
+def _requested_call(state: State) -> ToolCall:
+    """The tool call of the model's last message (the graph routes here only with one)."""
+    last = state["messages"][-1]
+    assert isinstance(last, AIMessage) and last.tool_calls
+    return last.tool_calls[0]
+
+
 def approve(state: State) -> dict[str, Any]:
-    call = state["messages"][-1].tool_calls[0]
+    call = _requested_call(state)
     answer = interrupt({"question": f"Run {call['name']}({call['args']})?"})
     if answer != "yes":
         return {"messages": [ToolMessage(content="The user declined.", tool_call_id=call["id"])]}
@@ -46,7 +53,7 @@ def approve(state: State) -> dict[str, Any]:
 
 
 def tools(state: State) -> dict[str, Any]:
-    call = state["messages"][-1].tool_calls[0]
+    call = _requested_call(state)
     return {"messages": [ToolMessage(content=weather(**call["args"]), tool_call_id=call["id"])]}
 
 
