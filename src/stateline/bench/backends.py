@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 import redis.asyncio as aredis
@@ -129,13 +129,14 @@ class Backend:
             cls = ShallowRedisSaver if self.shallow else RedisSaver
             return cls(client=sync_client(env.plain_url), prefix=f"sl-{tag}:")
         if k in ("lcr", "lcr-shallow"):
-            from langgraph.checkpoint.redis import RedisSaver, ShallowRedisSaver
+            from langgraph.checkpoint.redis import RedisSaver as PeerSaver
+            from langgraph.checkpoint.redis import ShallowRedisSaver as PeerShallowSaver
 
-            cls = ShallowRedisSaver if self.shallow else RedisSaver
+            peer_cls = PeerShallowSaver if self.shallow else PeerSaver
             assert env.modules_url is not None
-            saver = cls(redis_client=sync_client(env.modules_url), **_lcr_prefixes(tag))
-            saver.setup()
-            return saver
+            peer = peer_cls(redis_client=sync_client(env.modules_url), **_lcr_prefixes(tag))
+            peer.setup()
+            return peer
         if k == "inmemory":
             from langgraph.checkpoint.memory import InMemorySaver
 
@@ -144,9 +145,9 @@ class Backend:
             from langgraph.checkpoint.sqlite import SqliteSaver
 
             conn = sqlite3.connect(os.path.join(env.tmp, f"{tag}.sqlite"), check_same_thread=False)
-            saver = SqliteSaver(conn)
-            saver.setup()
-            return saver
+            local = SqliteSaver(conn)
+            local.setup()
+            return local
         if k == "floor":
             return Floor(sync_client(env.plain_url), False, tag)
         raise ValueError(f"{k} is not a sync backend")
@@ -159,14 +160,14 @@ class Backend:
             cls = AsyncShallowRedisSaver if self.shallow else AsyncRedisSaver
             return cls(aclient=async_client(env.plain_url), prefix=f"sl-{tag}:")
         if k in ("lcr-async", "lcr-shallow-async"):
-            from langgraph.checkpoint.redis.aio import AsyncRedisSaver
-            from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver
+            from langgraph.checkpoint.redis.aio import AsyncRedisSaver as AsyncPeerSaver
+            from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver as AsyncPeerShallowSaver
 
-            cls = AsyncShallowRedisSaver if self.shallow else AsyncRedisSaver
+            peer_cls = AsyncPeerShallowSaver if self.shallow else AsyncPeerSaver
             assert env.modules_url is not None
-            saver = cls(redis_client=async_client(env.modules_url), **_lcr_prefixes(tag))
-            await saver.asetup()
-            return saver
+            peer = peer_cls(redis_client=async_client(env.modules_url), **_lcr_prefixes(tag))
+            await peer.asetup()
+            return peer
         if k == "inmemory-async":
             from langgraph.checkpoint.memory import InMemorySaver
 
@@ -176,9 +177,9 @@ class Backend:
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
             conn = await aiosqlite.connect(os.path.join(env.tmp, f"{tag}.sqlite"))
-            saver = AsyncSqliteSaver(conn)
-            await saver.setup()
-            return saver
+            local = AsyncSqliteSaver(conn)
+            await local.setup()
+            return local
         if k == "floor-async":
             return Floor(async_client(env.plain_url), True, tag)
         raise ValueError(f"{k} is not an async backend")
@@ -218,7 +219,12 @@ class Backend:
         return []
 
 
-def _lcr_prefixes(tag: str) -> dict[str, str]:
+class _PeerPrefixes(TypedDict):
+    checkpoint_prefix: str
+    checkpoint_write_prefix: str
+
+
+def _lcr_prefixes(tag: str) -> _PeerPrefixes:
     t = tag.replace("-", "_")
     return {"checkpoint_prefix": f"checkpoint_{t}", "checkpoint_write_prefix": f"checkpoint_write_{t}"}
 

@@ -103,7 +103,7 @@ def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                 m = _op(results, key, s, op)
                 skipped = entry["sizes"].get(s, {}).get("skipped")
                 wrong = " (WRONG RESULT)" if m and m.get("valid") is False else ""
-                meds.append("too slow" if skipped else _num(m and m["median_us"]) + wrong)
+                meds.append("too slow" if skipped else _num(m["median_us"] if m else None) + wrong)
             last = _op(results, key, big, op)
             if key.startswith("floor"):
                 floor = "1.00×"
@@ -119,9 +119,8 @@ def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                     break
             peers = ["–" if key == p else _ref(results, sizes, key, op, p, op) for p in PEERS]
             over = _num(last["median_us"] - last["floor_median_us"]) if last and "floor_median_us" in last else "–"
-            rows.append(
-                [OP_LABEL[op], SHORT.get(key, key), *meds, _num(last and last["p99_us"]), rts, floor, over, *peers]
-            )
+            p99 = _num(last["p99_us"] if last else None)
+            rows.append([OP_LABEL[op], SHORT.get(key, key), *meds, p99, rts, floor, over, *peers])
     return head, rows
 
 
@@ -372,11 +371,11 @@ def chart(results: dict, path: Path) -> Path:
     for key, e in results["agent"].items():
         if "error" in e or key not in style or not e.get("memory"):
             continue
-        pts = [(int(t), s.get("used_memory_delta", s.get("stored_bytes"))) for t, s in e["memory"].items()]
+        used = [(int(t), s.get("used_memory_delta", s.get("stored_bytes"))) for t, s in e["memory"].items()]
         c, ls = style[key]
         what = "" if "used_memory_delta" in next(iter(e["memory"].values())) else " (stored bytes, not Redis)"
         ax.plot(
-            [p[0] for p in pts], [max(p[1], 1) / 1e6 for p in pts], ls, color=c, marker=".", label=SHORT[key] + what
+            [p[0] for p in used], [max(p[1], 1) / 1e6 for p in used], ls, color=c, marker=".", label=SHORT[key] + what
         )
     _log_axes(ax, "chat turns in the thread", "MB", "(d) memory of the agent's thread (Redis used_memory Δ)")
     ax.legend(fontsize=7)
