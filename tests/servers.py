@@ -101,12 +101,12 @@ def _spawn(args: list[str], ready: bytes = READY) -> subprocess.Popen:
     raise RuntimeError("server did not start:\n" + b"".join(lines[-10:]).decode(errors="replace"))
 
 
-def start(binary: str, dir: Path, *extra: str, port: int | None = None) -> Server:
+def start(binary: str, dir: Path, *extra: str, port: int | None = None, host: str = "127.0.0.1") -> Server:
     port = port or free_port()
     dir.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(dir), "--save", "",
+    args = [binary, "--bind", host, "--port", str(port), "--dir", str(dir), "--save", "",
             "--daemonize", "no", "--repl-diskless-sync-delay", "0", *extra]  # fmt: skip
-    return Server(port, dir, _spawn(args), args)
+    return Server(port, dir, _spawn(args), args, client_kwargs={} if host == "127.0.0.1" else {"host": host})
 
 
 # -- TLS -------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def tls_files(dir: Path) -> TlsFiles:
     ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=stateline test CA",
         "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
-    (dir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (dir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n")
     ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
         "-extfile", "ext.cnf", "-out", "server.crt")  # fmt: skip
     return TlsFiles(dir / "ca.crt", dir / "server.crt", dir / "server.key")
@@ -236,16 +236,66 @@ def sentinel(base: Path, binary: str, service: str = "mymaster", *, sentinels: i
             s.kill(signal.SIGKILL)  # throw-away data: no need for a clean shutdown
 
 
+def _conf_quoted(text: str) -> str:
+    """``text`` as one argument of a config file line (quotes keep ``#`` and spaces)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @contextmanager
-def cluster(base: Path, binary: str, masters: int = 3, replicas: int = 0, *extra: str) -> Iterator[list[Server]]:
-    """A Redis Cluster of ``masters`` primaries (and ``replicas`` per primary), ready."""
+def tls_sentinel(base: Path, binary: str, tls: TlsFiles, user: str, password: str,
+                 service: str = "mymaster") -> Iterator[tuple[Server, Server]]:  # fmt: skip
+    """A TLS-only primary and one TLS-only sentinel watching it (quorum 1, listening on
+    127.0.0.1 and ::1), both open to the ACL user ``user`` alone: whoever asks the
+    sentinel needs the credentials too. Ready once the sentinel has read the primary's INFO."""
+    started: list[Server] = []
+    try:
+        primary = start_tls(binary, base / "primary", tls)
+        started.append(primary)
+        with primary.client() as c:
+            c.execute_command("ACL", "SETUSER", user, "on", ">" + password, "~*", "&*", "+@all")
+            c.execute_command("ACL", "SETUSER", "default", "off")
+        primary.client_kwargs.update(username=user, password=password)
+        port, dir = free_port(), base / "sentinel"
+        dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "bind 127.0.0.1 ::1", "port 0", f"tls-port {port}", f"tls-cert-file {tls.cert}",
+            f"tls-key-file {tls.key}", f"tls-ca-cert-file {tls.ca}", "tls-auth-clients no", "tls-replication yes",
+            "daemonize no", f"dir {dir}", "user default off", f"user {user} on {_conf_quoted('>' + password)} ~* &* +@all",
+            f"sentinel monitor {service} 127.0.0.1 {primary.port} 1", f"sentinel auth-user {service} {user}",
+            f"sentinel auth-pass {service} {_conf_quoted(password)}",
+        ]  # fmt: skip
+        (dir / "sentinel.conf").write_text("\n".join(lines) + "\n")
+        args, ready = [binary, str(dir / "sentinel.conf"), "--sentinel"], b"+monitor master"
+        watcher = Server(port, dir, _spawn(args, ready), args, "rediss", dict(primary.client_kwargs), ready)
+        started.append(watcher)
+
+        def watching() -> bool:
+            with watcher.client(decode_responses=True, socket_timeout=2) as c:
+                view = c.execute_command("SENTINEL", "MASTER", service)
+            view = view if isinstance(view, dict) else dict(zip(view[::2], view[1::2], strict=True))
+            return view["flags"] == "master" and view["role-reported"] == "master"
+
+        until(watching, what="the sentinel did not reach its primary")
+        yield primary, watcher
+    finally:
+        for s in started:
+            s.kill(signal.SIGKILL)  # throw-away data
+
+
+@contextmanager
+def cluster(
+    base: Path, binary: str, masters: int = 3, replicas: int = 0, *extra: str, host: str = "127.0.0.1"
+) -> Iterator[list[Server]]:
+    """A Redis Cluster of ``masters`` primaries (and ``replicas`` per primary), ready; its
+    nodes listen on ``host`` only (``::1``: an IPv6 cluster)."""
     nodes = [start(binary, base / f"n{i}", "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
-                   "--cluster-config-file", str(base / f"n{i}" / "nodes.conf"), *extra, port=free_port(cluster=True))
+                   "--cluster-config-file", str(base / f"n{i}" / "nodes.conf"), *extra, port=free_port(cluster=True),
+                   host=host)
              for i in range(masters * (1 + replicas))]  # fmt: skip
     try:
         clients = [n.client() for n in nodes]
         for c in clients[1:]:
-            c.execute_command("CLUSTER", "MEET", "127.0.0.1", nodes[0].port)
+            c.execute_command("CLUSTER", "MEET", host, nodes[0].port)
         step = 16384 // masters
         for i in range(masters):
             last = 16383 if i == masters - 1 else (i + 1) * step - 1
@@ -273,4 +323,4 @@ def stop_all(servers: list[Server]) -> None:
 
 
 __all__ = ["Server", "start", "cluster", "free_port", "valkey_binary", "redis_binary", "stop_all", "os",
-           "TlsFiles", "tls_files", "start_tls", "SentinelSet", "sentinel", "until"]  # fmt: skip
+           "TlsFiles", "tls_files", "start_tls", "SentinelSet", "sentinel", "tls_sentinel", "until"]  # fmt: skip

@@ -4,9 +4,10 @@ A saver or checkpointer may be given a URL, a sync client or an async client; it
 the other kind lazily from the same settings, so both its sync and its async methods talk
 to the server directly (no event-loop thread bridging one to the other).
 
-URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``; ``redis+cluster://h:p[,h:p]`` (or
-``cluster=True``) for Redis Cluster; ``redis+sentinel://h:p[,h:p]/service[/db]`` for
-Sentinel (``rediss+`` forms use TLS). Credentials may be in the URL or in the options.
+URLs (parsed in ``urls.py``): ``redis://``, ``rediss://`` (TLS), ``unix://``;
+``redis+cluster://h:p[,h:p]`` (or ``cluster=True``) for Redis Cluster;
+``redis+sentinel://h:p[,h:p]/service[/db]`` for Sentinel (``rediss+`` forms use TLS).
+Credentials may be in the URL or in the options.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aredis
@@ -28,18 +28,12 @@ from redis import connection as sync_conn
 from redis import exceptions as rx
 from redis.asyncio import connection as async_conn
 
+from . import urls
 from .embedded import EmbeddedServer
 from .errors import AuthenticationFailed, InvalidInput, PermissionDenied, ServerError, ServerUnavailable
 
 __all__ = ["Connection", "is_cluster"]
 
-_PLAIN = ("redis://", "rediss://", "unix://")
-_CLUSTER = ("redis+cluster", "rediss+cluster")
-_SENTINEL = ("redis+sentinel", "rediss+sentinel")
-_UNSUPPORTED = (
-    "use redis://host:port/db, rediss:// (TLS), unix:///path, "
-    "redis+cluster://host:port[,host:port] or redis+sentinel://host:port[,host:port]/service[/db]"
-)
 # Connection settings that mean the same to the sync and the async cluster clients.
 _PORTABLE = {
     "username",
@@ -60,70 +54,12 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, (scluster.RedisCluster, acluster.RedisCluster))
 
 
-def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
-    out = []
-    for part in netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
-        try:
-            number = int(port or default_port)
-        except ValueError:
-            raise ValueError(f"port {port!r} of {part!r} is not a number") from None
-        if not 0 < number < 65536:
-            raise ValueError(f"port {number} of {part!r} is out of range")
-        out.append((host or "127.0.0.1", number))
-    return out
-
-
-def _redacted(url: str) -> str:
-    """``url`` with its password (if any) replaced, for error messages."""
-    head, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    if "@" not in netloc:
-        return url
-    userinfo, _, hosts = netloc.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    return f"{head}{sep}{user}{':***' if colon else ''}@{hosts}{slash}{tail}"
-
-
-def _check_url(url: Any) -> None:
-    """Raises InvalidInput unless ``url`` is a server URL stateline can use.
-
-    Parsing only: no client is built here, because a cluster client connects to the
-    cluster as soon as it is constructed (and an unreachable one fails there)."""
-    if not isinstance(url, str) or "://" not in url:
-        raise InvalidInput(f"unsupported server URL {url!r}: expected e.g. redis://host:6379/0")
-    scheme = url.split("://", 1)[0]
-    if not url.startswith(_PLAIN) and scheme not in _CLUSTER + _SENTINEL:
-        raise InvalidInput(f"unsupported server URL {_redacted(url)!r}: {_UNSUPPORTED}")
-    try:
-        if scheme in _CLUSTER:
-            _hosts(urlsplit(url).netloc, 6379)
-        elif scheme in _SENTINEL:
-            parts = urlsplit(url)
-            _hosts(parts.netloc, 26379)
-            path = [p for p in parts.path.split("/") if p]
-            if not path:
-                raise InvalidInput(
-                    f"sentinel URL {_redacted(url)!r} needs a service name: redis+sentinel://host:port/service[/db]"
-                )
-            if len(path) > 1:
-                try:
-                    int(path[1])
-                except ValueError:
-                    raise ValueError(f"database {path[1]!r} is not a number") from None
-        else:
-            sync_conn.parse_url(url)  # redis-py's own parser: port, query options
-    except InvalidInput:
-        raise
-    except ValueError as exc:
-        raise InvalidInput(f"malformed server URL {_redacted(url)!r}: {exc}") from None
-
-
 def _construction_error(url: str, exc: Exception) -> Exception:
     """The stateline error for a client that failed while being constructed: a sync
-    cluster client connects to a startup node then (redis-py wraps the reason)."""
+    cluster client connects to a startup node then (redis-py wraps the reason). redis-py's
+    text carries no secret: it never sees a URL with credentials (see urls.UrlSpec.url)."""
     cause = exc.__cause__ if isinstance(exc, rx.RedisClusterException) and exc.__cause__ else exc
-    where = _redacted(url)
+    where = urls.redact(url)
     if isinstance(cause, rx.AuthenticationError) or any(w in str(cause) for w in ("NOAUTH", "WRONGPASS")):
         return AuthenticationFailed(f"the server at {where} rejected the credentials: {cause}")
     if isinstance(cause, rx.NoPermissionError):
@@ -133,43 +69,23 @@ def _construction_error(url: str, exc: Exception) -> Exception:
     return ServerError(f"cannot use the server at {where}: {exc}")
 
 
-def _credentials(netloc: str) -> dict[str, str]:
-    if "@" not in netloc:
-        return {}
-    user, _, password = netloc.rsplit("@", 1)[0].partition(":")
-    creds = {"password": unquote(password)} if password else {}
-    if user:
-        creds["username"] = unquote(user)
-    return creds
-
-
 def _make(url: str, kind: str, options: dict[str, Any]) -> Any:
     """A client of ``kind`` ('sync' or 'async') for ``url``."""
     sync = kind == "sync"
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    tls = scheme.startswith("rediss")
-    opts = dict(options)
-    cluster = opts.pop("cluster", False)
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        parts = urlsplit(url)
-        nodes = [(scluster if sync else acluster).ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
-        cls = scluster.RedisCluster if sync else acluster.RedisCluster
-        return cls(startup_nodes=nodes, ssl=tls, **_credentials(parts.netloc), **opts)
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        parts = urlsplit(url)
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise InvalidInput(f"sentinel URL {url!r} needs a service name: redis+sentinel://host:port/service[/db]")
-        sentinel_kwargs = opts.pop("sentinel_kwargs", None)
-        module = ssentinel if sync else asentinel
-        sentinel = module.Sentinel(_hosts(parts.netloc, 26379), sentinel_kwargs=sentinel_kwargs, ssl=tls, **opts)
-        db = int(path[1]) if len(path) > 1 else 0
-        return sentinel.master_for(path[0], db=db, ssl=tls, **_credentials(parts.netloc), **opts)
-    if not url.startswith(_PLAIN):
-        raise InvalidInput(f"unsupported server URL {_redacted(url)!r}: {_UNSUPPORTED}")
-    if cluster:
-        return (scluster if sync else acluster).RedisCluster.from_url(url, **opts)
-    return (redis.Redis if sync else aredis.Redis).from_url(url, **opts)
+    spec = urls.parse(url, options)
+    settings = dict(spec.settings)
+    if spec.kind == "cluster":
+        module = scluster if sync else acluster
+        nodes = [module.ClusterNode(h, p) for h, p in spec.hosts]
+        return module.RedisCluster(startup_nodes=nodes, **settings)
+    if spec.kind == "sentinel":
+        settings.pop("sentinel_kwargs", None)
+        sentinel = (ssentinel if sync else asentinel).Sentinel(
+            spec.hosts, sentinel_kwargs=spec.sentinel_settings(), **settings
+        )
+        return sentinel.master_for(spec.service)
+    settings.pop("ssl")  # the URL's scheme says it to from_url
+    return (redis.Redis if sync else aredis.Redis).from_url(spec.url, **settings)
 
 
 def _accepted(cls: Any) -> set[str]:
@@ -258,7 +174,7 @@ class Connection:
         if url is not None and (client is not None or aclient is not None):
             raise InvalidInput("pass either a URL or a client, not both")
         if url is not None:
-            _check_url(url)  # fail now on a malformed URL, not at the first write; no connection
+            urls.parse(url, options)  # fail now on a malformed URL, not at the first write; no connection
         self._url = url
         self._sync = None if client is None else _binary_safe(client)
         self._async = None if aclient is None else _binary_safe(aclient)

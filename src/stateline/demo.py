@@ -7,6 +7,7 @@ answers with what the tool returned.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -108,8 +109,9 @@ def resume(thread_id: str, url: str | None, data_dir: str | None, out: Any = pri
 def run(url: str | None = None, data_dir: str | None = None) -> None:
     thread_id = start(url, data_dir)
     cmd = [sys.executable, "-m", "stateline", "demo", "--resume", thread_id]
+    env = dict(os.environ)
     if url:
-        cmd += ["--url", url]
+        env["STATELINE_URL"] = url  # not on the command line: every user of the machine sees that (ps)
     if data_dir:
         cmd += ["--data-dir", data_dir]
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
