@@ -6,7 +6,13 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Durable state for LLM agent workflows, in Redis or Valkey.", no_args_is_help=True)
+# A traceback's local variables would show a --url with its password (typer 0.12 shows them
+# by default).
+app = typer.Typer(
+    help="Durable state for LLM agent workflows, in Redis or Valkey.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 server_app = typer.Typer(help="The embedded Valkey server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
