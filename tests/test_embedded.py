@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,281 @@ def _until_busy(port: int, deadline: float) -> None:
                 return
         time.sleep(0.02)
     raise AssertionError("the server never became busy")
+
+
+# --- One data directory, one server: a start interrupted at any step ----------------------
+
+# A process that starts the embedded server of argv[1] and stops at argv[2]: it prints the
+# step's name and waits on stdin, to be killed there; or, for "full:...", a write of
+# server.json fails there the way a full disk does (after half the bytes).
+_STARTER = r"""
+import errno, json, subprocess, sys
+from stateline import embedded
+from stateline.embedded import EmbeddedServer
+
+data_dir, step = sys.argv[1], sys.argv[2]
+
+def pause(name):
+    if name == step:
+        print(name, flush=True)
+        sys.stdin.readline()
+
+def around(owner, attr, before=None, after=None):
+    original = getattr(owner, attr)
+    def wrapper(*args, **kwargs):
+        pause(before)
+        result = original(*args, **kwargs)
+        pause(after)
+        return result
+    setattr(owner, attr, wrapper)
+
+around(embedded, "_free_port", before="locked")            # the start lock held, nothing written
+around(subprocess, "Popen", after="launched")              # the server process just started
+around(EmbeddedServer, "_record_running", before="ready")  # it serves; server.json says "starting"
+
+class FullDisk:
+    def __getattr__(self, name):
+        return getattr(json, name)
+    def dump(self, state, f):
+        if step == ("full:ready" if "pid" in state else "full:starting"):
+            f.write(json.dumps(state)[:5])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        json.dump(state, f)
+
+embedded.json = FullDisk()
+EmbeddedServer(data_dir).start()
+print("started", flush=True)
+"""
+
+
+def _servers_of(data_dir: Path) -> list[int]:
+    """The pids of every valkey-server running in ``data_dir`` (it runs in its --dir)."""
+    if not Path("/proc/self/cwd").exists():
+        pytest.skip("counts servers through /proc (Linux)")
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "comm").read_text().strip() == "valkey-server" and (
+                entry / "cwd"
+            ).resolve() == data_dir.resolve():
+                found.append(int(entry.name))
+        except OSError:  # exited meanwhile, or not ours to look at
+            continue
+    return found
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data directory whose servers, whatever a test left running, end with it."""
+    data = tmp_path / "data"
+    yield data
+    for pid in _servers_of(data) if data.exists() else ():
+        os.kill(pid, signal.SIGKILL)
+
+
+def _interrupt(data_dir: Path, step: str, signum: int) -> None:
+    """Runs _STARTER until it stops at ``step``, then sends it ``signum``."""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, str(data_dir), step],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert starter.stdout.readline().strip() == step, starter.stderr.read()
+        starter.send_signal(signum)
+        status = starter.wait(timeout=60)
+        assert status != 0  # it died there, SIGKILL or KeyboardInterrupt
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        starter.wait()
+        starter.stdout.close()
+        starter.stderr.close()
+        starter.stdin.close()
+
+
+def _assert_one_server_with(data_dir: Path, written: list[str]) -> None:
+    """Starts the server of ``data_dir``: it must be the only one, serve what ``written``
+    put there, and keep a new write across a restart (a second server loses writes there)."""
+    server = EmbeddedServer(data_dir, idle_timeout=0)
+    port = server.start()
+    assert _servers_of(data_dir) == [json.loads((data_dir / "server.json").read_text())["pid"]]
+    with redis.Redis(port=port, socket_timeout=10) as c:
+        assert [c.get(key) for key in written] == [b"kept"] * len(written)
+        c.set(f"after-{len(written)}", "kept")
+    assert server.stop()
+    assert _servers_of(data_dir) == []
+    port = server.start()
+    with redis.Redis(port=port, socket_timeout=10) as c:
+        assert [c.get(key) for key in [*written, f"after-{len(written)}"]] == [b"kept"] * (len(written) + 1)
+    assert _servers_of(data_dir) != [] and len(_servers_of(data_dir)) == 1
+    assert server.stop()
+
+
+@pytest.mark.parametrize(
+    ("step", "signum"),
+    [
+        ("locked", signal.SIGKILL),
+        ("launched", signal.SIGKILL),
+        ("ready", signal.SIGKILL),
+        ("launched", signal.SIGINT),  # Ctrl-C while it waits for the server
+        ("ready", signal.SIGINT),
+    ],
+)
+def test_a_start_killed_at_any_step_never_leaves_two_servers(data_dir: Path, step: str, signum: int) -> None:
+    server = EmbeddedServer(data_dir, idle_timeout=0)
+    with redis.Redis(port=server.start(), socket_timeout=10) as c:
+        c.set("before", "kept")
+    assert server.stop()
+    _interrupt(data_dir, step, signum)
+    _assert_one_server_with(data_dir, ["before"])
+
+
+@pytest.mark.parametrize("step", ["full:starting", "full:ready"])
+def test_a_full_disk_while_writing_server_json_never_leaves_two_servers(data_dir: Path, step: str) -> None:
+    server = EmbeddedServer(data_dir, idle_timeout=0)
+    with redis.Redis(port=server.start(), socket_timeout=10) as c:
+        c.set("before", "kept")
+    assert server.stop()
+    for _ in range(3):  # every retry fails the same way, and none starts another server
+        failed = subprocess.run([sys.executable, "-c", _STARTER, str(data_dir), step], capture_output=True, text=True)
+        assert failed.returncode == 1 and "No space left on device" in failed.stderr, failed.stderr
+        assert "EmbeddedServerError: cannot write" in failed.stderr
+        assert len(_servers_of(data_dir)) == (1 if step == "full:ready" else 0)
+        assert not (data_dir / "server.json.tmp").exists()  # no half-written file left behind
+    _assert_one_server_with(data_dir, ["before"])
+
+
+def test_a_running_server_is_adopted_when_server_json_is_missing_or_wrong(data_dir: Path) -> None:
+    server = EmbeddedServer(data_dir, idle_timeout=0)
+    port = server.start()
+    state = data_dir / "server.json"
+    for broken in (None, "", "{not json", json.dumps({"port": 1, "pid": 1})):
+        if broken is None:
+            state.unlink()
+        else:
+            state.write_text(broken)
+        assert EmbeddedServer(data_dir).running
+        assert EmbeddedServer(data_dir).start() == port
+        assert json.loads(state.read_text())["port"] == port  # recorded again
+        assert len(_servers_of(data_dir)) == 1
+    assert server.stop()
+
+
+def test_concurrent_starts_share_one_server(data_dir: Path) -> None:
+    code = "import sys; from stateline.embedded import EmbeddedServer; print(EmbeddedServer(sys.argv[1]).start())"
+    starters = [
+        subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    ports = {starter.communicate(timeout=120)[0].strip() for starter in starters}
+    assert len(ports) == 1 and all(s.returncode == 0 for s in starters)
+    assert len(_servers_of(data_dir)) == 1
+    assert EmbeddedServer(data_dir).stop()
+
+
+# --- Idle shutdown ---------------------------------------------------------------------------
+
+# A user of the embedded server with no URL: one checkpoint, then it waits on stdin (its
+# saver closed: only the connection the start keeps holds the server), printing the pid.
+_USER = r"""
+import json, sys
+from langgraph.checkpoint.base import empty_checkpoint
+from stateline.langgraph import RedisSaver
+
+with RedisSaver(data_dir=sys.argv[1]) as saver:
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"kept": [1, 2, 3]}
+    cp["channel_versions"] = {"kept": 1}
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp, {}, {"kept": 1})
+print(json.load(open(sys.argv[1] + "/server.json"))["pid"], flush=True)
+sys.stdin.readline()
+"""
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _lock_free(path: Path) -> bool:
+    import fcntl
+
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def _idle_env(seconds: float) -> dict[str, str]:
+    return {**os.environ, "STATELINE_IDLE_TIMEOUT": str(seconds)}
+
+
+def _still_running(pid: int, look: float) -> bool:
+    """True if ``pid`` is still there after ``look`` seconds (a look at what does not happen,
+    not a wait for something to happen: a slow machine cannot make it fail)."""
+    try:
+        _wait_gone(pid, timeout=look)
+    except EmbeddedServerError:
+        return True
+    return False
+
+
+def test_a_server_started_without_a_url_stops_when_idle_and_starts_again_with_its_data(data_dir: Path) -> None:
+    user = subprocess.Popen(
+        [sys.executable, "-c", _USER, str(data_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_idle_env(0.5),
+    )  # fmt: skip
+    try:
+        pid = int(user.stdout.readline())
+        assert json.loads((data_dir / "server.json").read_text())["idle_timeout"] == 0.5
+        assert _still_running(pid, look=2.0)  # four timeouts: the process that uses it lives
+    finally:
+        user.stdin.close()  # now it exits
+        assert user.wait(timeout=60) == 0
+        user.stdout.close()
+    _wait_gone(pid, timeout=60)
+    _until(lambda: _lock_free(data_dir / "server.lock"), "the watcher has finished its shutdown")
+    assert not (data_dir / "server.json").exists()
+    assert "no client for 0.5 s: the server shut down" in (data_dir / "valkey.log").read_text()
+    assert _servers_of(data_dir) == []
+
+    from stateline.langgraph import RedisSaver
+
+    with RedisSaver(data_dir=str(data_dir)) as saver:  # starts it again, from the append-only file
+        got = saver.get_tuple({"configurable": {"thread_id": "t"}})
+        assert got is not None and got.checkpoint["channel_values"] == {"kept": [1, 2, 3]}
+    assert len(_servers_of(data_dir)) == 1
+    assert EmbeddedServer(data_dir).stop()
+
+
+def test_an_idle_server_never_shuts_down_during_a_start(data_dir: Path) -> None:
+    import fcntl
+
+    code = "import sys; from stateline.embedded import EmbeddedServer; EmbeddedServer(sys.argv[1]).start()"
+    subprocess.run([sys.executable, "-c", code, str(data_dir)], check=True, env=_idle_env(0.3))
+    pid = json.loads((data_dir / "server.json").read_text())["pid"]
+    with open(data_dir / "server.lock", "w") as lock:  # as a start does, from first look to last write
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert _still_running(pid, look=1.5)
+    _wait_gone(pid, timeout=60)
+    assert _servers_of(data_dir) == []
+
+
+def test_server_start_keeps_it_running_unless_asked(data_dir: Path) -> None:
+    def server_start(*options: str) -> str:
+        cli = [sys.executable, "-m", "stateline", "server", "start", "--data-dir", str(data_dir), *options]
+        return subprocess.run(cli, capture_output=True, text=True, check=True, env=_idle_env(0.3)).stdout
+
+    url = server_start()  # the environment's timeout is for servers started without a URL
+    state = json.loads((data_dir / "server.json").read_text())
+    assert state["idle_timeout"] == 0
+    assert _still_running(state["pid"], look=1.5)
+    assert server_start("--idle-timeout", "0.3") == url  # asked, of the running server
+    _wait_gone(state["pid"], timeout=60)
+    assert _servers_of(data_dir) == []
