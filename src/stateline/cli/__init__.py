@@ -36,15 +36,25 @@ def demo(
         return
     agent.run(url, data_dir)
     if url is None:
-        typer.echo("The embedded server keeps running with the data; stop it with: stateline server stop")
+        from ..embedded import EmbeddedServer
+
+        idle = EmbeddedServer(data_dir or ".stateline").idle_timeout
+        when = f"by itself after {idle:g} s with no client" if idle > 0 else "only when asked"
+        typer.echo(f"The embedded server stops {when}, its data kept on disk; to stop it now: stateline server stop")
 
 
 @server_app.command("start")
-def server_start(data_dir: Optional[str] = DATA_DIR) -> None:  # noqa: UP045
-    """Start the embedded server (or report the one already running)."""
+def server_start(
+    data_dir: Optional[str] = DATA_DIR,  # noqa: UP045
+    idle_timeout: float = typer.Option(
+        0, "--idle-timeout", min=0, help="Stop by itself after this many seconds with no client (0: never)."
+    ),
+) -> None:
+    """Start the embedded server (or report the one already running); it runs until stopped,
+    or until idle for --idle-timeout seconds (this applies to a running server too)."""
     from ..embedded import EmbeddedServer
 
-    server = EmbeddedServer(data_dir or ".stateline")
+    server = EmbeddedServer(data_dir or ".stateline", idle_timeout=idle_timeout)
     typer.echo(server.url)
 
 
