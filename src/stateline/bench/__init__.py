@@ -55,6 +55,19 @@ class Config:
         "inmemory-async", "sqlite-async",
     )  # fmt: skip
     workloads: tuple[str, ...] = ("micro", "agent", "concurrent")
+    # (e) long threads (longthread.py): not in the default run, it takes many minutes.
+    long_turns: int = 1_000  # the chat agent on one thread; also measured at a quarter of it
+    long_checkpoints: int = 10_000  # the built thread (4 messages each); also at a tenth of it
+    long_backends: tuple[str, ...] = ("stateline", "inmemory", "lcr")
+    # (backend, turns, checkpoints): where a peer stops, so that a run ends (lcr keeps a copy
+    # of the whole list per checkpoint, InMemorySaver too: gigabytes past these sizes).
+    long_caps: tuple[tuple[str, int, int], ...] = (("lcr", 250, 1_000), ("inmemory", 1_000, 1_000))
+    long_window: int = 5
+    long_reps: int = 3
+    long_copies: int = 2
+    long_op_budget_s: float = 20.0
+    long_budget_s: float = 1_800.0
+    long_memory_gb: float = 10.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +85,13 @@ class Config:
             conc_threads=50,
             conc_steps=2,
             conc_timeout_s=20.0,
+            long_turns=12,
+            long_checkpoints=40,
+            long_window=2,
+            long_reps=2,
+            long_copies=1,
+            long_op_budget_s=2.0,
+            long_budget_s=30.0,
         )
 
 
@@ -186,13 +206,15 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
         "micro": {},
         "agent": {},
         "concurrent": {},
+        "long": {},
     }
     plain = Server("plain")
     mods = Server("modules", module_paths())
     try:
-        plain.start()
-        mods.start()
-        results["meta"]["servers"] = {"plain": plain.info(), "modules": mods.info()}
+        if set(cfg.workloads) - {"long"}:  # (e) starts servers of its own
+            plain.start()
+            mods.start()
+            results["meta"]["servers"] = {"plain": plain.info(), "modules": mods.info()}
         env = Env(plain.url, mods.url, tmp)
 
         with _progress(console, progress) as bar:
@@ -330,7 +352,12 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
                         try:
                             clients = _clients_of(b, saver)
                             return await W.concurrent(
-                                W.Api(saver, True), clients, tag, cfg.conc_threads, cfg.conc_steps, cfg.conc_timeout_s
+                                W.Api(saver, True),
+                                clients,
+                                tag,
+                                cfg.conc_threads,
+                                cfg.conc_steps,
+                                cfg.conc_timeout_s,
                             )
                         finally:
                             await b.aclose(saver)
@@ -342,12 +369,50 @@ def run(config: Config | None = None, *, console: Any = None, progress: bool = T
             bar.update(t_micro, now="")
             bar.update(t_agent, now="")
             bar.update(t_conc, now="")
+        if "long" in cfg.workloads:
+            results["long"] = _long(cfg, tmp, console, progress)
     finally:
         plain.stop()
         mods.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _long(cfg: Config, tmp: str, console: Any, progress: bool) -> dict:
+    """(e): every backend's two long threads, each in a process of its own, each on a fresh
+    server of its own that keeps an AOF."""
+    from .backends import BACKENDS
+    from .longthread import Spec, marks_for, run_spec
+    from .servers import Server, module_paths
+
+    caps = {key: (turns, checkpoints) for key, turns, checkpoints in cfg.long_caps}
+    out: dict[str, dict] = {"agent": {}, "built": {}}
+    kinds = (("agent", cfg.long_turns, 4, 0), ("built", cfg.long_checkpoints, 10, 1))
+    with _progress(console, progress) as bar:
+        for kind, size, divisor, which in kinds:
+            task = bar.add_task(f"(e) long thread: {kind}", total=size * len(cfg.long_backends), now="")
+            for key in cfg.long_backends:
+                b = BACKENDS[key]
+                marks, capped = marks_for(size, divisor, caps.get(key, (None, None))[which])
+                bar.update(task, now=b.label)
+                done_before = bar.tasks[task].completed
+                own = Server(f"long-{key}", module_paths() if b.server == "modules" else None, aof=True)
+                try:
+                    url = own.start().url if b.server else None
+                    spec = Spec(
+                        key, kind, marks, url, tmp, cfg.long_window, cfg.long_reps, cfg.long_copies,
+                        op_budget_s=cfg.long_op_budget_s, budget_s=cfg.long_budget_s, memory_gb=cfg.long_memory_gb,
+                    )  # fmt: skip
+                    res = run_spec(spec, lambda n, t=task, d=done_before: bar.update(t, completed=d + n))
+                    out[kind][key] = {"label": b.label, "capped": capped, **res}
+                except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
+                    out[kind][key] = {"label": b.label, **_error(exc)}
+                finally:
+                    own.stop()
+                bar.update(task, completed=done_before + size)
+            bar.update(task, now="")
+    return out
 
 
 def _clients_of(b: Any, saver: Any) -> list[Any]:
@@ -360,24 +425,40 @@ def _clients_of(b: Any, saver: Any) -> list[Any]:
     return []
 
 
-def main(quick: bool = False, output: str | os.PathLike[str] | None = None, progress: bool = True) -> dict:
-    """Runs the benchmark, prints the tables, writes ``output`` (JSON) and the chart next
-    to it (same name, ``.png``). Returns the results."""
+def main(
+    quick: bool = False,
+    output: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    workloads: tuple[str, ...] | None = None,
+    long_turns: int | None = None,
+    long_checkpoints: int | None = None,
+) -> dict:
+    """Runs the benchmark, prints the tables, writes ``output`` (JSON) and the charts next
+    to it (same name, ``.png``; ``-long.png`` for the long threads). Returns the results."""
     from rich.console import Console
 
-    from . import report
+    from . import report, report_long
 
     console = Console()
     if not console.is_terminal:  # a file or a pipe: room for the wide tables
-        console = Console(width=200)
+        console = Console(width=250)
     cfg = Config.quick_mode() if quick else Config()
+    cfg.workloads = workloads or cfg.workloads
+    cfg.long_turns = long_turns or cfg.long_turns
+    cfg.long_checkpoints = long_checkpoints or cfg.long_checkpoints
     out = Path(output or "benchmarks/results/latest.json")
     console.print(
-        f"[bold]stateline bench[/bold] ({'quick' if quick else 'full'}): starting servers on free ports; results -> {out}"
+        f"[bold]stateline bench[/bold] ({'quick' if quick else 'full'}: {', '.join(cfg.workloads)}): "
+        f"starting servers on free ports; results -> {out}"
     )
     results = run(cfg, console=console, progress=progress)
     report.print_tables(results, console)
     report.write_json(results, out)
-    chart = report.chart(results, out.with_suffix(".png"))
-    console.print(f"wrote {out} and {chart} in {results['meta']['duration_s']} s")
+    charts = []
+    if set(cfg.workloads) - {"long"}:
+        charts.append(report.chart(results, out.with_suffix(".png")))
+    if "long" in cfg.workloads:
+        report.print_tables(results, console, report_long.SECTIONS)
+        charts.append(report_long.chart(results, out.with_name(out.stem + "-long.png")))
+    console.print(f"wrote {out} and {', '.join(map(str, charts))} in {results['meta']['duration_s']} s")
     return results

@@ -273,10 +273,10 @@ SECTIONS = (
 )
 
 
-def print_tables(results: dict, console: Any) -> None:
+def print_tables(results: dict, console: Any, sections: tuple = SECTIONS) -> None:
     from rich.table import Table
 
-    for title, fn in SECTIONS:
+    for title, fn in sections:
         head, rows = fn(results)
         if not rows:
             continue
@@ -285,16 +285,16 @@ def print_tables(results: dict, console: Any) -> None:
             table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i < 2)
         prev = None
         for r in rows:
-            if title.startswith("(a)") and prev is not None and r[0] != prev:
+            if title.startswith(("(a)", "(e)")) and prev is not None and r[0] and r[0] != prev:
                 table.add_section()
             prev = r[0]
             table.add_row(*r)
         console.print(table)
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, sections: tuple = SECTIONS) -> str:
     out = []
-    for title, fn in SECTIONS:
+    for title, fn in sections:
         head, rows = fn(results)
         if not rows:
             continue

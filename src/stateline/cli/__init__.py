@@ -76,14 +76,30 @@ def bench(
         "-o",
         help="JSON result file; the PNG chart is written next to it.",
     ),
+    workloads: str = typer.Option(
+        "micro,agent,concurrent",
+        "--workloads",
+        "-w",
+        help="Comma-separated, of micro, agent, concurrent, long (long threads: many minutes at full size).",
+    ),
+    long_turns: Optional[int] = typer.Option(  # noqa: UP045 - typer reads the annotation at runtime
+        None, "--long-turns", help="Long threads: chat turns on one thread (1,000; 12 with --quick)."
+    ),
+    long_checkpoints: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--long-checkpoints", help="Long threads: checkpoints of the built thread (10,000; 40 with --quick)."
+    ),
 ) -> None:
     """Benchmark stateline against langgraph-checkpoint-redis, InMemorySaver, SqliteSaver and the floor (needs the bench extra)."""
+    chosen = tuple(w.strip() for w in workloads.split(",") if w.strip())
+    unknown = set(chosen) - {"micro", "agent", "concurrent", "long"}
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown workloads {sorted(unknown)}: use micro, agent, concurrent, long")
     try:
         from ..bench import main as run_bench
     except ImportError as exc:
         typer.echo(f"stateline bench needs the bench extra: pip install 'stateline[bench]' ({exc})", err=True)
         raise typer.Exit(2) from exc
-    run_bench(quick=quick, output=output)
+    run_bench(quick=quick, output=output, workloads=chosen, long_turns=long_turns, long_checkpoints=long_checkpoints)
 
 
 from . import ops  # noqa: E402 - the operator commands register on the app above
