@@ -434,7 +434,7 @@ def main(
     long_checkpoints: int | None = None,
 ) -> dict:
     """Runs the benchmark, prints the tables, writes ``output`` (JSON) and the charts next
-    to it (same name, ``.png``; ``-long.png`` for the long threads). Returns the results."""
+    to it (same name, ``.png``; ``-long.png`` for the long threads run with others). Returns the results."""
     from rich.console import Console
 
     from . import report, report_long
@@ -455,10 +455,13 @@ def main(
     report.print_tables(results, console)
     report.write_json(results, out)
     charts = []
-    if set(cfg.workloads) - {"long"}:
+    others = set(cfg.workloads) - {"long"}
+    if others:
         charts.append(report.chart(results, out.with_suffix(".png")))
     if "long" in cfg.workloads:
         report.print_tables(results, console, report_long.SECTIONS)
-        charts.append(report_long.chart(results, out.with_name(out.stem + "-long.png")))
+        charts.append(
+            report_long.chart(results, out.with_name(out.stem + "-long.png") if others else out.with_suffix(".png"))
+        )
     console.print(f"wrote {out} and {', '.join(map(str, charts))} in {results['meta']['duration_s']} s")
     return results
