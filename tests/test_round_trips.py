@@ -64,10 +64,10 @@ def test_put_put_writes_and_get_tuple_are_one_command_each(url: str, prefix: str
 
 def test_first_put_of_a_thread_is_one_pipelined_round_trip(url: str, prefix: str, client: redis.Redis) -> None:
     saver = RedisSaver(url, prefix=prefix)
-    saver.put({"configurable": {"thread_id": "warm", "checkpoint_ns": ""}}, cp(0), {}, {"n": 1})
+    saver.put({"configurable": {"thread_id": "warm", "checkpoint_ns": ""}}, cp(0), {}, {"n": 1, "messages": 1})
     seen = Commands(client)
     seen.since_last()
-    saver.put({"configurable": {"thread_id": "new", "checkpoint_ns": ""}}, cp(0), {"run_id": "r1"}, {"n": 1})
+    saver.put({"configurable": {"thread_id": "new", "checkpoint_ns": ""}}, cp(0), {"run_id": "r1"}, {"n": 1, "messages": 1})
     # thread index + run index + the script: sent together in one pipeline
     assert seen.since_last() == ["ZADD", "ZADD", "EVALSHA"]
 
@@ -80,7 +80,7 @@ async def test_async_saver_is_one_command_too(url: str, prefix: str, client: red
     await saver.aget_tuple(cfg)
     seen = Commands(client)
     seen.since_last()
-    cfg = await saver.aput(cfg, cp(1), {}, {"n": 2})
+    cfg = await saver.aput(cfg, cp(1), {}, {"n": 2, "messages": 2})
     await saver.aput_writes(cfg, [("n", 3)], "task")
     assert (await saver.aget_tuple(cfg)).pending_writes == [("task", "n", 3)]
     assert seen.since_last() == ["EVALSHA"] * 3

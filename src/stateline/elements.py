@@ -38,7 +38,7 @@ try:
 except ImportError:  # pydantic comes with LangGraph; the seed API does without it
     _Model = None
 
-__all__ = ["ItemCache", "KnownElements", "digest"]
+__all__ = ["ItemCache", "KnownElements", "ItemStore", "LogHints", "ITEMS", "KNOWN", "HINTS", "item_cache", "digest"]
 
 
 def digest(data: bytes) -> bytes:
@@ -129,7 +129,7 @@ class ItemCache:
     Bounded by bytes in two generations: when the young one is full it becomes the old one
     and the oldest is dropped; a hit in the old generation moves the entry back."""
 
-    def __init__(self, codec: ValueCodec, budget_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, codec: ValueCodec, budget_bytes: int = 16 * 1024 * 1024) -> None:
         self.codec = codec
         self.mode = codec.fingerprint
         self.models = codec.fingerprint == FINGERPRINT_PYDANTIC and _Model is not None
@@ -221,7 +221,7 @@ class KnownElements:
     budget of entries (least recently used threads go first). A stale entry is safe: the
     script answers 'missing' for an item it does not have, and the plan sends it."""
 
-    def __init__(self, budget: int = 1_000_000) -> None:
+    def __init__(self, budget: int = 200_000) -> None:
         self.budget = budget
         self.size = 0
         self._threads: OrderedDict[str, set[bytes]] = OrderedDict()
@@ -256,3 +256,84 @@ class KnownElements:
                 dropped = self._threads.pop(t, None)
                 if dropped:
                     self.size -= len(dropped)
+
+
+class _Bounded:
+    """An LRU map bounded by the bytes its entries report, safe across threads."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._map: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            found = self._map.get(key)
+            if found is None:
+                return None
+            self._map.move_to_end(key)
+            return found[0]
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        with self._lock:
+            old = self._map.pop(key, None)
+            if old is not None:
+                self.size -= old[1]
+            self._map[key] = (value, size)
+            self.size += size
+            while self.size > self.budget and self._map:
+                _, (_, dropped) = self._map.popitem(last=False)
+                self.size -= dropped
+
+    def drop(self, match: Any) -> None:
+        """Drops every entry whose key ``match(key)`` accepts."""
+        with self._lock:
+            for key in [k for k in self._map if match(k)]:
+                self.size -= self._map.pop(key)[1]
+
+
+class ItemStore(_Bounded):
+    """digest -> the serialized item: what a reader fetched or was sent. Items are immutable
+    and named by their content, so a cached one is never stale."""
+
+    def add(self, items: Any) -> None:
+        for d, data in items:
+            self.put(d, data, len(data) + 80)
+
+
+class LogHints(_Bounded):
+    """(thread's data key, namespace, channel) -> (log, n, the log's first n digests): the
+    log a channel's list lives in, so the next put sends only what it appends. A stale hint
+    is safe: the script answers 'stale' and the list is sent whole."""
+
+    def put(self, key: Any, value: Any, size: int | None = None) -> None:  # type: ignore[override]
+        super().put(key, value, len(value[2]) + 120 if size is None else size)
+
+    def forget(self, data_key: str | None = None) -> None:
+        self.drop(lambda k: data_key is None or k[0] == data_key)
+
+
+# The caches of this process, shared by every engine (a LangGraph graph compiled in strict
+# mode copies its saver, and with it the engine): at most about 64 MB in all. Fingerprints
+# of list items: 16 MB per kind of serde (one in practice); items read: 24 MB; digests known
+# to be stored: 200,000 (about 16 MB); the logs lists live in: 8 MB.
+ITEMS = ItemStore(24 * 1024 * 1024)
+KNOWN = KnownElements()
+HINTS = LogHints(8 * 1024 * 1024)
+_ITEM_CACHES: dict[tuple[type, str, int], ItemCache] = {}
+_ITEM_CACHES_LOCK = threading.Lock()
+
+
+def item_cache(codec: ValueCodec) -> ItemCache:
+    """The process's ItemCache for a codec: shared by codecs whose serde is of the same type
+    when the serde's bytes are a function of an item's content (codec.fingerprint); any
+    other codec gets one of its own."""
+    if codec.fingerprint is None:
+        return ItemCache(codec)
+    key = (type(codec.serde), codec.fingerprint, codec.max_bytes)
+    with _ITEM_CACHES_LOCK:
+        found = _ITEM_CACHES.get(key)
+        if found is None:
+            found = _ITEM_CACHES[key] = ItemCache(codec)
+        return found

@@ -8,13 +8,14 @@ is ``keep_last=1``) and the whole-thread TTL are settings of the engine, not var
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import keys as K
 from .codec import FORMAT, ValueCodec, pack, pack_record, unpack, unpack_record
-from .elements import ItemCache, KnownElements
+from .elements import HINTS, ITEMS, KNOWN, item_cache
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
@@ -29,6 +30,16 @@ WRITE_LIST_MIN_BYTES = 256
 LIST_TYPE = "stateline.list"
 PAGE = 100
 THREAD_PAGE = 500
+# What one call may do, so that no command runs long on a shared server whatever the
+# thread's length: list items sent along with a read (more are fetched in pipelined HMGETs
+# of FETCH_ITEMS), bytes of records and values in a list page, ancestors per history
+# call, checkpoints dropped per prune/delete call, fields per copy page.
+INLINE_ITEMS = 64
+FETCH_ITEMS = 512
+PAGE_BYTES = 1 << 20
+HISTORY_STEP = 64
+DROP_STEP = 64
+COPY_STEP = 256
 _CACHE_THREADS = 1024
 
 
@@ -71,8 +82,10 @@ class Engine:
         self._wait_timeout = durability_timeout_ms
         # List items already serialized (by content), and those known to be stored per
         # thread, so a put serializes and sends only new ones.
-        self._items_cache = ItemCache(codec)
-        self._known = KnownElements()
+        self._items_cache = item_cache(codec)
+        self._known = KNOWN
+        self._store = ITEMS
+        self._hints = HINTS
         self._registered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         # The cache above cannot see a thread expire or another process delete it; with
         # index_every_put the index entries ride along every put (same round trip).
@@ -88,8 +101,8 @@ class Engine:
         ('' = must be empty); otherwise ``ConflictError`` and nothing is written."""
         keys = self.keys(snap.thread_id)
         ns, cid = enc(snap.ns), enc(snap.checkpoint_id)
-        fields = {ch: K.value_field(ns, ch, v) for ch, v in snap.versions.items()}
-        value_args, elements = self._value_args(snap, fields)
+        valued = snap.values if snap.all_values is None else snap.all_values
+        fields = {ch: K.value_field(ns, ch, v) for ch, v in snap.versions.items() if ch in valued or ch in snap.values}
         record = self._record(snap, ns, list(fields.values()))
         if expect is None:
             guard = ""
@@ -99,18 +112,57 @@ class Engine:
         run = enc(snap.run_id) if snap.run_id else ""
         # The small arguments travel as one (ids are percent-encoded: never a space in them).
         deltas = int(bool(snap.delta_channels))
-        opts = f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {deltas} {run} {guard} {alias}"
-
-        def call(sent: list[bytes], n: int) -> Call:
-            return Call(SCRIPTS.put, keys.all, (f"{opts} {n}", record, *sent, *value_args))
-
+        opts = (
+            f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {deltas} {run} {guard} {alias}"
+        )
+        log_id = secrets.token_hex(6)  # a log this put starts (if it must) is named by it
+        values = dict(snap.values)
+        stale: set[str] = set()  # channels whose log hint the server refused
+        items: dict[bytes, bytes] = {}  # items to send
         index = self._registration(snap.thread_id, snap.run_id)
-        reply = yield from self._with_elements(snap.thread_id, elements, call, index)
-        if _text(reply[0]) == "conflict":
-            raise ConflictError(
-                f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
-                f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
-            )
+        for _attempt in range(4):
+            value_args, elements, lists = self._value_args(snap, keys, ns, values, fields, stale)
+            known = self._known.of(keys.data)
+            items.update((d, b) for d, b in elements.items() if d not in known)
+            sent = [x for pair in items.items() for x in pair]
+            args = (f"{opts} {len(items)} {log_id}", record, *sent, *value_args)
+            reply = yield from self._send(Call(SCRIPTS.put, keys.all, args), index)
+            status = _text(reply[0])
+            if status == "ok":
+                break
+            if status == "conflict":
+                raise ConflictError(
+                    f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
+                    f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
+                )
+            if status == "missing":  # items we believed stored are gone (removed elsewhere)
+                self._known.forget(keys.data)
+                items.update((bytes(d), elements[bytes(d)]) for d in reply[1:] if bytes(d) in elements)
+            elif status == "stale":
+                stale.update(ch for ch, f in fields.items() if f == _text(reply[1]))
+            elif status == "gone":  # values of unchanged channels went meanwhile: send them
+                gone = {_text(f) for f in reply[1:]}
+                for ch, f in fields.items():
+                    if f in gone and ch not in values:
+                        if ch not in valued:
+                            break
+                        values[ch] = valued[ch]
+                else:
+                    continue
+                raise StoredDataError(
+                    f"thread {snap.thread_id!r}: the values this checkpoint keeps from its parent are gone "
+                    "(the thread was deleted or expired meanwhile); nothing was written"
+                )
+        else:
+            raise StoredDataError(f"thread {snap.thread_id!r} keeps changing under a put; nothing was written")
+        self._known.add(keys.data, elements)
+        placed = reply[3]
+        for i in range(0, len(placed), 3):
+            written = lists.get(_text(placed[i]))
+            if written is not None:  # the log this list now lives in: the next put extends it
+                channel, digests = written
+                n = int(placed[i + 2])
+                self._hints.put((keys.data, ns, channel), (_text(placed[i + 1]), n, digests[: 16 * n]))
         if not index and (reply[1] or reply[2]):
             # The thread (or run) was new to the server though this engine had indexed it:
             # deleted or expired meanwhile, maybe by another process. Index it again.
@@ -118,12 +170,22 @@ class Engine:
         self._registered_now(snap.thread_id, snap.run_id)
         return None
 
-    def _value_args(self, snap: Snapshot, fields: dict[str, str]) -> tuple[list[Any], dict[bytes, bytes]]:
-        """The script arguments for the channel values to write (``fields``: each channel's
-        value field), and the list items they use."""
+    def _value_args(
+        self,
+        snap: Snapshot,
+        keys: ThreadKeys,
+        ns: str,
+        values: dict[str, Any],
+        fields: dict[str, str],
+        stale: set[str],
+    ) -> tuple[list[Any], dict[bytes, bytes], dict[str, tuple[str, bytes]]]:
+        """The script arguments for the channel values to write, the list items they use,
+        and per list value field: (channel, digests). A list that extends one whose log this
+        process knows is sent as that log's length and the new digests only."""
         elements: dict[bytes, bytes] = {}
         args: list[Any] = []
-        for channel, value in snap.values.items():
+        lists: dict[str, tuple[str, bytes]] = {}
+        for channel, value in values.items():
             vfield = fields.get(channel)
             if vfield is None:
                 continue
@@ -131,11 +193,20 @@ class Engine:
             kind, listed = (value.kind, value.items) if isinstance(value, TaggedList) else ("", value)
             if type(listed) is list and (len(listed) >= LIST_MIN_ITEMS or kind):
                 digests, items = self._items(listed, what, (snap.thread_id, snap.ns, channel))
-                elements.update(items)
-                args += (vfield, b"L" + kind.encode() + b"|" + digests)
+                lists[vfield] = (channel, digests)
+                hint = None if channel in stale else self._hints.get((keys.data, ns, channel))
+                if hint is not None and hint[1] and digests.startswith(hint[2]):
+                    log, n, known = hint
+                    tail = digests[len(known) :]
+                    head = b"A" + kind.encode() + b"|" + log.encode() + b"|" + str(n).encode() + b"|"
+                    args += (vfield, head + tail)
+                    elements.update((tail[k : k + 16], items[tail[k : k + 16]]) for k in range(0, len(tail), 16))
+                else:
+                    args += (vfield, b"L" + kind.encode() + b"|" + digests)
+                    elements.update(items)
             else:
                 args += (vfield, b"v" + self.codec.dump(value, what))
-        return args, elements
+        return args, elements, lists
 
     def _record(self, snap: Snapshot, ns: str, fields: list[str]) -> bytes:
         """The checkpoint record (codec.pack_record): what the scripts read, then the rest."""
@@ -164,15 +235,16 @@ class Engine:
         cache is safe: the script answers 'missing' (writing nothing) and we send those."""
         if not elements:
             return (yield from self._send(call([], 0), before))
-        known = self._known.of(thread_id)
+        data_key = self.keys(thread_id).data
+        known = self._known.of(data_key)
         to_send = {d: b for d, b in elements.items() if d not in known}
         for _attempt in range(3):
             reply = yield from self._send(call([x for pair in to_send.items() for x in pair], len(to_send)), before)
             if not (isinstance(reply, list) and reply and _text(reply[0]) == "missing"):
                 if not (isinstance(reply, list) and _text(reply[0]) == "conflict"):
-                    self._known.add(thread_id, elements)
+                    self._known.add(data_key, elements)
                 return reply
-            self._known.forget(thread_id)  # items we believed stored are gone (pruned elsewhere)
+            self._known.forget(data_key)  # items we believed stored are gone (pruned elsewhere)
             to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
         raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
 
@@ -225,7 +297,9 @@ class Engine:
             )
 
     def _forget(self, thread_id: str) -> None:
-        self._known.forget(thread_id)
+        data_key = self.keys(thread_id).data
+        self._known.forget(data_key)
+        self._hints.forget(data_key)
         for k in [k for k in list(self._registered) if k[0] == thread_id]:  # list(): atomic copy
             self._registered.pop(k, None)
 
@@ -250,7 +324,8 @@ class Engine:
         n_over = len(overwrite) // 2
 
         def call(sent: list[bytes], n: int) -> Call:
-            return Call(SCRIPTS.put_writes, keys, (f"{self.ttl_ms} {n} {n_over}", *sent, *overwrite, *keep_first))
+            opts = f"{self.ttl_ms} {n} {n_over} {ns_e}"
+            return Call(SCRIPTS.put_writes, keys, (opts, *sent, *overwrite, *keep_first))
 
         yield from self._with_elements(thread_id, elements, call)
 
@@ -269,10 +344,68 @@ class Engine:
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Plan[Stored | None]:
-        """The checkpoint ``checkpoint_id`` (or the newest of ``ns``), in one round trip."""
-        call = Call(SCRIPTS.get, self.keys(thread_id).all, (enc(ns), enc(checkpoint_id or ""), self.refresh_ms))
-        reply = yield call
-        return None if reply is None else self._stored(thread_id, reply)
+        """The checkpoint ``checkpoint_id`` (or the newest of ns): one round trip, and for a
+        long list the items this process does not have yet, fetched in bounded chunks."""
+        keys = self.keys(thread_id)
+        call = Call(SCRIPTS.get, keys.all, (enc(ns), enc(checkpoint_id or ""), self.refresh_ms, INLINE_ITEMS))
+        for _attempt in range(3):
+            reply = yield call
+            if reply is None:
+                return None
+            entry, logs, inline = reply
+            items = yield from self._fetch(keys, logs, [entry[4]], inline)
+            if items is not None:
+                stored = self._stored(thread_id, entry, items)
+                if checkpoint_id is None:
+                    self._learn(keys, entry, items)
+                return stored
+        raise StoredDataError(f"thread {thread_id!r}: list items of a checkpoint keep disappearing while it is read")
+
+    def _fetch(self, keys: ThreadKeys, logs: list[Any], writes: list[list[Any]], inline: list[Any]) -> Plan[Any]:
+        """digest -> item for every item of a reply (``logs``: log, digests... ; ``writes``:
+        write records), or None when one is gone (the checkpoint was deleted meanwhile).
+        Items come from the reply, this process's store, or HMGETs of FETCH_ITEMS each in
+        one pipeline."""
+        found: dict[bytes, bytes] = {}
+        self._store.add(zip(inline[::2], inline[1::2], strict=True))
+        found.update(zip(inline[::2], inline[1::2], strict=True))
+        wanted: dict[bytes, None] = {}
+        pieces = [logs[i] for i in range(1, len(logs), 2)]
+        for group in writes:
+            pieces += [_write_digests(raw) for raw in group if raw]
+        for digests in pieces:
+            if digests is None:  # a chunk of a log is gone
+                return None
+            for k in range(0, len(digests), 16):
+                d = digests[k : k + 16]
+                if d not in found and d not in wanted:
+                    cached = self._store.get(d)
+                    if cached is None:
+                        wanted[d] = None
+                    else:
+                        found[d] = cached
+        if wanted:
+            todo = list(wanted)
+            chunks = [todo[i : i + FETCH_ITEMS] for i in range(0, len(todo), FETCH_ITEMS)]
+            replies = yield Batch(tuple(Command(("HMGET", keys.data, *(b"e:" + d for d in c))) for c in chunks))
+            for chunk, got in zip(chunks, replies, strict=True):
+                for d, data in zip(chunk, got, strict=True):
+                    if data is None:
+                        return None
+                    found[d] = data
+            self._store.add((d, found[d]) for d in todo)
+        found[b"logs"] = {_text(logs[i]): logs[i + 1] for i in range(0, len(logs), 2)}  # type: ignore[assignment]
+        return found
+
+    def _learn(self, keys: ThreadKeys, entry: list[Any], items: dict[bytes, Any]) -> None:
+        """Remembers the logs of a namespace's newest checkpoint, which its next put extends."""
+        ns_e, raw, values = _text(entry[0]), entry[2], entry[3]
+        index, _ = unpack_record(raw)
+        logs = items[b"logs"]
+        for ref, value in zip(index[2], values, strict=True):
+            if isinstance(value, list):
+                _kind, n, log = value
+                self._hints.put((keys.data, ns_e, dec(ref.split(":", 3)[2])), (_text(log), n, logs[_text(log)][: 16 * n]))
 
     def list(
         self,
@@ -286,32 +419,55 @@ class Engine:
     ) -> Plan[int]:
         """Emits the thread's checkpoints newest first (in ``ns``, or in every namespace),
         older than ``before``, that ``select(stored)`` accepts, at most ``limit``.
-        Returns how many it emitted. One round trip per page of up to ``page``."""
+        Returns how many it emitted. A page is one round trip (and the items this process
+        lacks); with ``select``, pages of records are filtered on their metadata first and
+        only the checkpoints it accepts are read whole."""
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidInput(f"limit must be a non-negative int or None, got {limit!r}")
         keys = self.keys(thread_id)
         ns_e = None if ns is None else enc(ns)
         first = "" if before is None else enc(before)  # the script resolves an alias
         bound = ""
-        count = PAGE if select is not None or limit is None else max(1, min(limit, page))
+        bare = select is not None
+        count = PAGE if bare or limit is None else max(1, min(limit, page))
         emitted = 0
         while limit is None or emitted < limit:
-            args = (ns_e or "", "1" if ns_e is None else "0", bound, count, first)
-            entries = yield Call(SCRIPTS.list, keys.all, args)
+            args = (ns_e or "", "1" if ns_e is None else "0", bound, count, first, int(bare), PAGE_BYTES, INLINE_ITEMS)
+            reply = yield Call(SCRIPTS.list, keys.all, args)
+            entries, logs, inline, more, last = reply
+            if bare:
+                found = yield from self._selected(thread_id, entries, select, limit and limit - emitted)
+            else:
+                items = yield from self._fetch(keys, logs, [e[4] for e in entries], inline)
+                if items is None:
+                    continue  # a checkpoint of the page went meanwhile: read the page again
+                found = [self._stored(thread_id, entry, items) for entry in entries]
             first = ""
-            found = [self._stored(thread_id, entry) for entry in entries]
-            if select is not None:
-                found = [s for s in found if select(s)]
             if limit is not None:
                 found = found[: limit - emitted]
             if found:
                 yield Emit(tuple(found))
                 emitted += len(found)
-            if len(entries) < count:
+            if not more:
                 break
-            last_ns, last_cid = _text(entries[-1][0]), _text(entries[-1][1])
-            bound = K.after(ns_e, last_ns, last_cid)
+            bound = "(" + _text(last)
         return emitted
+
+    def _selected(self, thread_id: str, entries: list[Any], select: Any, most: int | None) -> Plan[list[Stored]]:
+        """The checkpoints of a page of bare records that ``select`` accepts (at most
+        ``most``), read whole in one pipelined round trip."""
+        chosen = []
+        for ns_e, cid_e, raw in entries:
+            if select(self._stored(thread_id, [ns_e, cid_e, raw, None, []], {})):
+                chosen.append((dec(ns_e), dec(cid_e)))
+                if most is not None and len(chosen) >= most:
+                    break
+        out = []
+        for ns, cid in chosen:  # (usually one: list(filter=..., limit=1))
+            stored = yield from self.get(thread_id, ns, cid)
+            if stored is not None:
+                out.append(stored)
+        return out
 
     def threads(self, limit: int | None = None) -> Plan[list[str]]:
         """Thread ids from the discovery index (at most ``limit``), dropping entries whose
@@ -343,22 +499,40 @@ class Engine:
         self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]
     ) -> Plan[dict[str, tuple[list[Write], Any, bool]]]:
         """Per channel: the writes of the ancestors (oldest first) back to the nearest one
-        with a stored value (the seed, included), and that seed. One round trip."""
+        with a stored value (the seed, included), and that seed. One round trip per
+        HISTORY_STEP ancestors."""
+        keys = self.keys(thread_id)
         ns_e = enc(ns)
-        prefixes = [K.value_prefix(ns_e, ch) for ch in channels]
-        reply = yield Call(SCRIPTS.history, self.keys(thread_id).all, (ns_e, enc(checkpoint_id or ""), *prefixes))
         out: dict[str, tuple[list[Write], Any, bool]] = {}
-        for w, ch in enumerate(channels):
-            collected: list[list[Write]] = []
-            seed, seeded = None, False
-            for _cid, writes, seeds in reply:  # from the parent towards the root
-                mine = sorted((x for x in self._writes(writes) if x.channel == ch), key=_replay_order)
-                collected.append(mine)
-                if seeds[w] is not None:
-                    seed, seeded = self._value(seeds[w]), True
-                    break
-            flat = [x for group in reversed(collected) for x in group]
-            out[ch] = (flat, seed, seeded)
+        collected: dict[str, list[list[Write]]] = {ch: [] for ch in channels}
+        wanted = list(channels)
+        start = enc(checkpoint_id or "")
+        while wanted:
+            prefixes = [K.value_prefix(ns_e, ch) for ch in wanted]
+            steps, logs, inline, going_on = yield Call(
+                SCRIPTS.history, keys.all, (ns_e, start, HISTORY_STEP, INLINE_ITEMS, *prefixes)
+            )
+            items = yield from self._fetch(keys, logs, [w for _cid, w, _seeds in steps], inline)
+            if items is None:
+                raise StoredDataError(f"thread {thread_id!r}: an ancestor's items went while its history was read")
+            seeded = set()
+            for _cid, writes, seeds in steps:  # from the parent towards the root
+                decoded = self._writes(writes, items)
+                for w, ch in enumerate(wanted):
+                    if ch in seeded or ch in out:
+                        continue
+                    mine = sorted((x for x in decoded if x.channel == ch), key=_replay_order)
+                    collected[ch].append(mine)
+                    if seeds[w] is not None:
+                        seed = self._value(seeds[w], items, thread_id)
+                        out[ch] = ([x for group in reversed(collected[ch]) for x in group], seed, True)
+                        seeded.add(ch)
+            wanted = [ch for ch in wanted if ch not in out]
+            if not going_on:
+                break
+            start = ">" + _text(going_on)
+        for ch in wanted:
+            out[ch] = ([x for group in reversed(collected[ch]) for x in group], None, False)
         return out
 
     # -- deleting and copying ----------------------------------------------------------------
@@ -369,7 +543,7 @@ class Engine:
         self._forget(thread_id)
         runs = yield Command(("ZRANGEBYLEX", keys.index, *K.kind_range("r")))
         members = {Schema.run_member(dec(K.run_of(m)), thread_id) for m in runs}
-        steps = [Command(("DEL", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))]
+        steps = [Command(("UNLINK", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))]
         if members:
             steps.append(Command(("ZREM", self.schema.runs, *sorted(members))))
         yield Batch(tuple(steps))
@@ -395,17 +569,23 @@ class Engine:
         return out
 
     def delete_checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> Plan[bool]:
-        """Deletes one checkpoint and its writes, then the values no other checkpoint
+        """Deletes one checkpoint and its writes, and the values no other checkpoint
         uses; False if it was not stored. One round trip."""
-        self._known.forget(thread_id)
+        self._forget_items(thread_id)
         reply = yield Call(SCRIPTS.delete_checkpoint, self.keys(thread_id).all, (enc(ns), enc(checkpoint_id)))
         return bool(reply)
+
+    def _forget_items(self, thread_id: str) -> None:
+        data_key = self.keys(thread_id).data
+        self._known.forget(data_key)
+        self._hints.forget(data_key)
 
     def delete_all(self) -> Plan[int]:
         """Deletes every key of this prefix (every thread and both discovery indexes), and
         nothing else: SCAN of every primary, never KEYS. Not atomic: a thread written
         meanwhile may survive. Returns how many keys it deleted."""
         self._known.forget()
+        self._hints.forget()
         self._registered.clear()
         deleted = 0
         step: Scan | None = Scan(self.schema.thread_pattern)
@@ -419,12 +599,18 @@ class Engine:
 
     def prune(self, thread_id: str, keep: int) -> Plan[int]:
         """Keeps the ``keep`` newest checkpoints of each namespace (and, for DeltaChannel
-        values, the ancestors needed to rebuild them); deletes everything else."""
+        values, the ancestors needed to rebuild them); deletes everything else, and writes
+        whose checkpoint is not stored. Up to DROP_STEP records per round trip."""
         if keep is None:
             raise InvalidInput("prune needs keep_last: how many checkpoints to keep per namespace")
         check_keep_last(keep)
-        self._known.forget(thread_id)
-        return (yield Call(SCRIPTS.prune, self.keys(thread_id).all, (keep,)))
+        self._forget_items(thread_id)
+        removed, going_on = 0, b""
+        while True:
+            went, going_on, more = yield Call(SCRIPTS.prune, self.keys(thread_id).all, (keep, DROP_STEP, going_on))
+            removed += went
+            if not more:
+                return removed
 
     def delete_runs(self, run_ids: Sequence[str]) -> Plan[int]:
         if not run_ids:
@@ -438,8 +624,11 @@ class Engine:
                 by_thread.setdefault(K.thread_of_run_entry(m), []).append(enc(run_id))
         removed = 0
         for thread_id, runs in by_thread.items():
-            self._known.forget(thread_id)
-            removed += yield Call(SCRIPTS.delete_runs, self.keys(thread_id).all, tuple(runs))
+            self._forget_items(thread_id)
+            more = 1
+            while more:
+                went, more = yield Call(SCRIPTS.delete_runs, self.keys(thread_id).all, (DROP_STEP, *runs))
+                removed += went
         if members:
             yield Command(("ZREM", self.schema.runs, *members))
         return removed
@@ -451,22 +640,41 @@ class Engine:
 
     def dump(self, thread_id: str) -> Plan[tuple[list[bytes], list[bytes]]]:
         """Everything stored for a thread, as opaque fields and index members (for copies
-        and migrations between prefixes or servers). One round trip."""
-        fields, members = yield Call(SCRIPTS.dump, self.keys(thread_id).all, ())
-        return fields, members
+        and migrations between prefixes or servers), read a page per round trip. A thread
+        written meanwhile is read again; ``ConflictError`` if it never holds still."""
+        keys = self.keys(thread_id)
+        for _attempt in range(3):
+            fields: list[bytes] = []
+            members: list[bytes] = []
+            cursor, bound, generation = b"0", b"-", None
+            while cursor != b"done" or bound:
+                cursor, page, bound, found, gen = yield Call(SCRIPTS.dump, keys.all, (cursor, bound, COPY_STEP))
+                fields += page
+                members += found
+                if generation is None:
+                    generation = gen
+                elif gen != generation:
+                    break
+            else:
+                return fields, members
+        raise ConflictError(f"thread {thread_id!r} kept changing while it was copied; try again when it is idle")
 
     def restore(self, target: str, dumped: tuple[list[bytes], list[bytes]]) -> Plan[int]:
-        """Writes a dump into the new thread ``target`` and indexes it. Returns how many
-        fields it wrote. Raises ``InvalidInput`` if ``target`` exists already."""
+        """Writes a dump into the new thread ``target`` (a page per round trip) and indexes
+        it. Returns how many fields it wrote. Raises ``InvalidInput`` if ``target`` exists."""
         fields, members = dumped
         if not fields:
             return 0
         n = len(fields) // 2
         runs = {K.run_of(m) for m in members if m.startswith(b"r:")}
-        self._known.forget(target)
-        reply = yield Call(SCRIPTS.restore, self.keys(target).all, (self.ttl_ms, n, *fields, *members))
-        if _text(reply[0]) == "exists":
-            raise InvalidInput(f"cannot copy into thread {target!r}: it exists already (delete it first)")
+        self._forget_items(target)
+        keys = self.keys(target).all
+        step = 2 * COPY_STEP
+        for i in range(0, max(len(fields), len(members)), step):
+            page = fields[i : i + step]
+            reply = yield Call(SCRIPTS.restore, keys, (self.ttl_ms, int(i == 0), len(page) // 2, *page, *members[i : i + step]))
+            if _text(reply[0]) == "exists":
+                raise InvalidInput(f"cannot copy into thread {target!r}: it exists already (delete it first)")
         # Indexed once the copy is made (a refused copy must leave no entry): a crash in
         # between leaves the copy unlisted until a process writes to it and indexes it.
         steps = [Command(("ZADD", self.schema.threads, 0, enc(target)))]
@@ -476,37 +684,44 @@ class Engine:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _value(self, stored: bytes | list) -> Any:
-        if isinstance(stored, list):
-            if stored and stored[0] is not None and stored[0][:1] == b"\0":  # a TaggedList
-                return TaggedList(stored[0][1:].decode(), self.codec.load_list(stored[1:]))
-            return self.codec.load_list(stored)
-        return self.codec.load(stored[1:])
+    def _value(self, stored: bytes | list, items: dict[bytes, Any], thread_id: str) -> Any:
+        if not isinstance(stored, list):
+            return self.codec.load(stored[1:])
+        kind, n, log = stored
+        digests = items[b"logs"][_text(log)]
+        listed = self.codec.load_list([items[digests[k : k + 16]] for k in range(0, 16 * n, 16)])
+        return TaggedList(_text(kind), listed) if kind else listed
 
-    def _writes(self, records: list[bytes | None]) -> list[Write]:
+    def _writes(self, records: list[bytes | None], items: dict[bytes, Any]) -> list[Write]:
         out = []
         for raw in records:
             if raw is None:  # deleted between the index read and the fetch: not a write anymore
                 continue
-            items = None
-            if isinstance(raw, list):  # a list of items stored by digest: [record, item...]
-                raw, items = raw[0], raw[1:]
+            listed = None
+            if raw[:1] == b"W":  # a list of items stored by digest: W<n>:<digests><record>
+                colon = raw.index(b":")
+                end = colon + 1 + 16 * int(raw[1:colon])
+                digests, raw = raw[colon + 1 : end], raw[end:]
+                listed = [items[digests[k : k + 16]] for k in range(0, len(digests), 16)]
             _fmt, task_id, channel, typ, data, task_path, idx = unpack(raw)
-            value = self.codec.load_list(items) if items is not None else self.codec.loads(typ, data)
+            value = self.codec.load_list(listed) if listed is not None else self.codec.loads(typ, data)
             out.append(Write(task_id, channel, value, task_path, idx))
         return out
 
-    def _stored(self, thread_id: str, reply: list) -> Stored:
-        ns_e, cid_e, raw, values, writes = reply
+    def _stored(self, thread_id: str, entry: list, items: dict[bytes, Any]) -> Stored:
+        ns_e, cid_e, raw, values, writes = entry
         index, (h_typ, h_data, m_typ, m_data) = unpack_record(raw)
         if index[0] != FORMAT:
             raise StoredDataError(f"checkpoint record format {index[0]!r} is not supported")
         header = self.codec.loads(h_typ, h_data)
         metadata = self.codec.loads(m_typ, m_data)
         channel_values = {}
-        for ref, value in zip(index[2], values, strict=True):
-            if value is not None:  # no value stored at that version: the channel is empty
-                channel_values[dec(ref.split(":", 3)[2])] = self._value(value)
+        for ref, value in zip(index[2], values, strict=True) if values is not None else ():
+            if value is None:  # a value the record refers to is gone: never a silently smaller state
+                raise StoredDataError(
+                    f"thread {thread_id!r}: checkpoint {dec(cid_e)!r} refers to a value that is missing ({ref})"
+                )
+            channel_values[dec(ref.split(":", 3)[2])] = self._value(value, items, thread_id)
         return Stored(
             thread_id=thread_id,
             ns=dec(ns_e),
@@ -516,5 +731,13 @@ class Engine:
             header=header,
             metadata=metadata,
             values=channel_values,
-            writes=self._writes(writes),
+            writes=self._writes(writes, items),
         )
+
+
+def _write_digests(raw: bytes) -> bytes:
+    """The item digests of a write record stored by digest (b'' for any other)."""
+    if raw[:1] != b"W":
+        return b""
+    colon = raw.index(b":")
+    return raw[colon + 1 : colon + 1 + 16 * int(raw[1:colon])]

@@ -42,6 +42,9 @@ class Snapshot:
     # The id the adapter knows the checkpoint by, when it orders checkpoints by another one
     # (the seed API orders by created_at): get, list(before=), delete and expect accept it.
     alias: str | None = None
+    # Every channel value of the checkpoint (None: ``values`` is all of them): sent when the
+    # server lost a value the checkpoint refers to without changing it (deleted meanwhile).
+    all_values: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from .errors import (
     PermissionDenied,
     ServerError,
     ServerUnavailable,
+    StoredDataError,
 )
 from .held import held
 from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
@@ -55,6 +56,11 @@ def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | Non
     if not isinstance(exc, rx.ResponseError):
         return None
     text = str(exc)
+    if text.startswith("STATELINE_PARTIAL"):
+        return StoredDataError(
+            f"a thread lost part of its data on the server ({text.split(' ', 1)[1]}): evicted under a "
+            "maxmemory-policy that evicts keys without a TTL? (see the README on maxmemory-policy)"
+        )
     if "NOAUTH" in text or "WRONGPASS" in text:
         return AuthenticationFailed(f"the server rejected the credentials: {exc}")
     if "can't run this command" in text or "ACL failure" in text or "no permissions" in text:

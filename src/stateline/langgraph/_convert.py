@@ -99,6 +99,7 @@ def snapshot(
         keep_existing=not new_versions,
         run_id=None if run_id is None else str(run_id),
         delta_channels=tuple(md.get("counters_since_delta_snapshot") or ()),
+        all_values=values,
     )
 
 

@@ -1,19 +1,29 @@
 -- Shared helpers: each script of this folder gets the ones it uses prepended (plan.py).
 -- Every script works on the two keys of one thread, which share one hash tag:
---   KEYS[1] = D, a hash of records:  c:<ns>:<cid> checkpoint, b:<ns>:<ch>:<ver> channel
---             value, l:<ns>:<ch>:<k> log of element digests, t:<ns>:<ch> current log
---             number, e:<digest> list element, w:<ns>:<cid>:<task>:<idx> pending write,
---             g garbage counter
+--   KEYS[1] = D, a hash of records:
+--     c:<ns>:<cid>           checkpoint record
+--     b:<ns>:<ch>:<ver>      channel value: 'v<bytes>', or 'L<n>:<log>[|<kind>]' (a list: the
+--                            first n digests of a log)
+--     l:<ns>:<ch>:<id>       log header: its length in digests; its digests (16 bytes each)
+--                            are in chunks '<log>#<j>' of CHUNK digests, appended in place
+--     t:<ns>:<ch>            the id of the channel's newest log (the one a full list extends)
+--     e:<digest>             a list item
+--     w:<ns>:<cid>:<task>:<idx>  pending write: a record, or 'W<n>:<digests><record>'
+--     a:<ns>:<alias>         the cid an adapter's own id stands for
+--     n:<field>              reference count of a b:, l: or e: field; at 0 the field goes
+--     v                      the thread's write generation (copies check it did not move)
 --   KEYS[2] = I, a sorted set (all scores 0, ordered by member bytes):
---             c:<ns>:<cid>, o:<cid> <ns> (all namespaces by id), w:<ns>:<cid>:<task>:<idx>,
---             r:<run>:<ns>:<cid>
--- Components are percent-encoded by the client, so ':' and ' ' never occur inside them.
+--     c:<ns>:<cid>, o:<cid> <ns> (all namespaces by id), w:<ns>:<cid>:<task>:<idx>,
+--     r:<run>:<ns>:<cid>, s:<ns> (namespaces holding checkpoints or writes),
+--     g:<log> (logs nobody refers to, whose items collect() releases a few at a time)
+-- Components are percent-encoded by the client, so ':', ' ' and '#' never occur inside them.
+-- No helper does work that grows with the thread: each touches what one call adds or drops.
 local D, I = KEYS[1], KEYS[2]
 local HI = '\255'
+local CHUNK = 64
 
 -- A checkpoint record starts with a 4-byte length and a msgpack array the scripts read:
 -- {format, parent cid, {value fields}, run, {DeltaChannel value prefixes}, alias}.
--- An alias is the id an adapter knows a checkpoint by (a:<ns>:<alias> -> cid).
 local function meta(rec)
   local _, m = cmsgpack.unpack_one(rec, 4)
   return m
@@ -24,7 +34,6 @@ local function head_member(ns)
 end
 
 -- The checkpoint id an id stands for: itself, or the checkpoint that has it as alias.
--- (An alias of a checkpoint a trim dropped stays until the next sweep: it stands for nothing.)
 local function resolve(ns, id)
   if id == '' or redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. id) == 1 then return id end
   local cid = redis.call('HGET', D, 'a:' .. ns .. ':' .. id)
@@ -37,19 +46,10 @@ local function split_member(m)  -- 'c:<ns>:<cid>' -> ns, cid
   return ns, cid
 end
 
--- The checkpoint member a run entry stands for: 'r:<run>:<ns>:<cid>' -> 'c:<ns>:<cid>'
--- (nil for an index member of another kind).
-local function run_entry_member(m)
-  local ns, cid = string.match(m, '^r:[^:]*:([^:]*):(.*)$')
-  return ns and ('c:' .. ns .. ':' .. cid)
-end
-
--- The checkpoint member an alias stands for: field 'a:<ns>:<alias>' holding cid -> 'c:<ns>:<cid>'.
-local function alias_member(field, cid)
-  return 'c:' .. string.match(field, '^a:([^:]*):') .. ':' .. cid
-end
-
-local function by_prefix(prefix)
+local function by_prefix(prefix, limit)
+  if limit then
+    return redis.call('ZRANGEBYLEX', I, '[' .. prefix, '[' .. prefix .. HI, 'LIMIT', 0, limit)
+  end
   return redis.call('ZRANGEBYLEX', I, '[' .. prefix, '[' .. prefix .. HI)
 end
 
@@ -77,23 +77,110 @@ local function call_chunked(command, key, args)
   end
 end
 
--- The items of n digests (16 bytes each), in order.
-local function items_of(digests, n)
+-- The first n digests of a log, read chunk by chunk (a few KB per thousand items), or nil
+-- if a chunk is missing.
+local function log_digests(log, n)
+  if n == 0 then return '' end
   local fields = {}
-  for i = 1, n do fields[i] = 'e:' .. string.sub(digests, 16 * i - 15, 16 * i) end
-  return hmget(fields)
+  for j = 0, math.floor((n - 1) / CHUNK) do fields[#fields + 1] = log .. '#' .. j end
+  local chunks = hmget(fields)
+  for j = 1, #chunks do
+    if not chunks[j] then return nil end
+  end
+  return string.sub(table.concat(chunks), 1, 16 * n)
 end
 
--- A list value is stored as 'L<n>:<log field>[|<kind>]': the first n digests of that log.
--- A kind (a wrapper the adapter puts around the list) comes back as a first element
--- '\0<kind>' (an item never starts with \0: its type name comes first).
-local function read_blob(field)
-  local v = redis.call('HGET', D, field)
-  if not v or string.byte(v, 1) ~= 76 then return v end  -- 76 = 'L'
+-- Digests [from, to) (0-based) of a log, or nil if a chunk is missing.
+local function log_slice(log, from, to)
+  if to <= from then return '' end
+  local first = math.floor(from / CHUNK)
+  local fields = {}
+  for j = first, math.floor((to - 1) / CHUNK) do fields[#fields + 1] = log .. '#' .. j end
+  local chunks = hmget(fields)
+  for j = 1, #chunks do
+    if not chunks[j] then return nil end
+  end
+  local skip = 16 * (from - first * CHUNK)
+  return string.sub(table.concat(chunks), skip + 1, skip + 16 * (to - from))
+end
+
+local function counted(f)
+  return redis.call('HEXISTS', D, 'n:' .. f) == 1
+end
+
+local function hold(f, by)
+  redis.call('HINCRBY', D, 'n:' .. f, by or 1)
+end
+
+-- Appends digests to a log of length len, rewriting only its last chunk; each digest holds
+-- its item. Returns the new length.
+local function log_append(log, len, digests)
+  local n, pos, i, fields = #digests / 16, len, 1, {}
+  while i <= n do
+    local j = math.floor(pos / CHUNK)
+    local take = math.min(CHUNK - pos % CHUNK, n - i + 1)
+    local part = string.sub(digests, 16 * i - 15, 16 * (i + take - 1))
+    if pos % CHUNK ~= 0 then part = (redis.call('HGET', D, log .. '#' .. j) or '') .. part end
+    fields[#fields + 1] = log .. '#' .. j
+    fields[#fields + 1] = part
+    pos, i = pos + take, i + take
+  end
+  fields[#fields + 1] = log
+  fields[#fields + 1] = pos
+  call_chunked('HSET', D, fields)
+  for k = 1, #digests, 16 do hold('e:' .. string.sub(digests, k, k + 15)) end
+  return pos
+end
+
+-- A list value 'L<n>:<log>[|<kind>]' -> n, log, kind
+local function list_parts(v)
   local n, log, kind = string.match(v, '^L(%d+):([^|]*)|?(.*)$')
-  local items = items_of(redis.call('HGET', D, log) or '', tonumber(n))
-  if kind ~= '' then table.insert(items, 1, '\0' .. kind) end
-  return items
+  return tonumber(n), log, kind
+end
+
+-- Drops one reference to a b:, l: or e: field, and the field itself once nobody refers to
+-- it. A log's items are released by collect(), a bounded number per call.
+local function release(f)
+  if redis.call('HINCRBY', D, 'n:' .. f, -1) > 0 then return end
+  redis.call('HDEL', D, 'n:' .. f)
+  local kind = string.sub(f, 1, 2)
+  if kind == 'b:' then
+    local v = redis.call('HGET', D, f)
+    redis.call('HDEL', D, f)
+    if v and string.byte(v, 1) == 76 then  -- 76 = 'L'
+      local _, log = list_parts(v)
+      release(log)
+    end
+  elseif kind == 'l:' then
+    local base, id = string.match(f, '^l:([^:]*:[^:]*):(.*)$')
+    if redis.call('HGET', D, 't:' .. base) == id then redis.call('HDEL', D, 't:' .. base) end
+    redis.call('ZADD', I, 0, 'g:' .. f)
+  else
+    redis.call('HDEL', D, f)
+  end
+end
+
+-- Releases the items of unreferenced logs, at most `budget` of them; returns true when
+-- nothing is left to do.
+local function collect(budget)
+  for _, m in ipairs(by_prefix('g:', 4)) do
+    local log = string.sub(m, 3)
+    local len = tonumber(redis.call('HGET', D, log) or '0')
+    while len > 0 and budget > 0 do
+      local j = math.floor((len - 1) / CHUNK)
+      local chunk = redis.call('HGET', D, log .. '#' .. j) or ''
+      for k = 1, #chunk, 16 do release('e:' .. string.sub(chunk, k, k + 15)) end
+      redis.call('HDEL', D, log .. '#' .. j)
+      budget, len = budget - math.max(1, #chunk / 16), j * CHUNK
+    end
+    if len > 0 then
+      redis.call('HSET', D, log, len)
+      return false
+    end
+    redis.call('HDEL', D, log)
+    redis.call('ZREM', I, m)
+  end
+  return #by_prefix('g:', 1) == 0
 end
 
 -- A write whose value is a list of items stored by digest: 'W<n>:<16n digest bytes><record>'.
@@ -104,27 +191,55 @@ local function write_parts(v)
   return string.sub(v, colon + 1, colon + 16 * n), string.sub(v, colon + 16 * n + 1)
 end
 
-local function writes_of(ns, cid)
-  local values = hmget(by_prefix('w:' .. ns .. ':' .. cid .. ':'))
-  for i = 1, #values do
-    local digests, record = write_parts(values[i])
-    if digests then
-      local out = items_of(digests, #digests / 16)
-      table.insert(out, 1, record)
-      values[i] = out
-    end
+local function release_write(v)
+  local digests = write_parts(v)
+  if digests then
+    for k = 1, #digests, 16 do release('e:' .. string.sub(digests, k, k + 15)) end
   end
-  return values
 end
 
--- {cid, record, {values by ref}, {writes}} for one stored checkpoint, or nil.
-local function load(ns, cid)
+-- What a reader gets for a value field: its bytes, or for a list {kind, n, log}, whose
+-- digests the reply carries once per log (see reply_logs) and whose items the client
+-- fetches (or has). `logs`: log -> longest prefix wanted.
+local function read_value(field, logs)
+  local v = redis.call('HGET', D, field)
+  if not v or string.byte(v, 1) ~= 76 then return v end
+  local n, log, kind = list_parts(v)
+  if (logs[log] or -1) < n then logs[log] = n end
+  return {kind, n, log}
+end
+
+-- {log, digests, ...} for the logs a reply refers to.
+local function reply_logs(logs)
+  local out = {}
+  for log, n in pairs(logs) do
+    out[#out + 1] = log
+    out[#out + 1] = log_digests(log, n) or false
+  end
+  return out
+end
+
+local function writes_of(ns, cid)
+  return hmget(by_prefix('w:' .. ns .. ':' .. cid .. ':'))
+end
+
+-- {ns, cid, record, {values by ref}, {writes}} for one stored checkpoint, or nil. With
+-- `bare`, only {ns, cid, record} (a reader that filters on metadata first).
+local function load(ns, cid, logs, bare)
   local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
   if not rec then return nil end
+  if bare then return {ns, cid, rec} end
   local refs = meta(rec)[3]
   local values = {}
-  for i = 1, #refs do values[i] = read_blob(refs[i]) or false end
+  for i = 1, #refs do values[i] = read_value(refs[i], logs) or false end
   return {ns, cid, rec, values, writes_of(ns, cid)}
+end
+
+-- The thread's keys must come and go together: one without the other is a thread that
+-- lost keys (evicted), which no reader may take for an empty one.
+local function check_whole()
+  local d, i = redis.call('EXISTS', D), redis.call('EXISTS', I)
+  if d ~= i then return redis.error_reply('STATELINE_PARTIAL ' .. (d == 1 and I or D) .. ' is missing (evicted?)') end
 end
 
 local function expire(ttl)
@@ -134,27 +249,11 @@ local function expire(ttl)
   end
 end
 
--- Removes the pending writes of one checkpoint.
-local function drop_writes(ns, cid)
-  local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
-  call_chunked('HDEL', D, writes)
-  call_chunked('ZREM', I, writes)
-end
-
--- Removes one checkpoint's record and its own index entries (1 if it was stored). Its pending
--- writes are left to the caller (drop_checkpoint, trim), and so are its run entry and alias,
--- which only its record names: drop_checkpoint reads the record for them, a trim leaves them
--- to sweep(). Channel values, logs and elements are left to sweep(), which knows what is shared.
-local function drop_record(ns, cid)
-  local f = 'c:' .. ns .. ':' .. cid
-  if redis.call('HDEL', D, f) == 0 then return 0 end
-  redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
-  return 1
-end
-
--- Removes one checkpoint with its index entries, alias and pending writes.
+-- Removes one checkpoint: its record, index entries, alias and pending writes, and its
+-- references to values. 1 if it was stored.
 local function drop_checkpoint(ns, cid)
-  local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
+  local f = 'c:' .. ns .. ':' .. cid
+  local rec = redis.call('HGET', D, f)
   if not rec then return 0 end
   local m = meta(rec)
   local run, alias = m[4], m[6] or ''
@@ -162,20 +261,44 @@ local function drop_checkpoint(ns, cid)
     redis.call('HDEL', D, 'a:' .. ns .. ':' .. alias)
   end
   if run ~= '' then redis.call('ZREM', I, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
-  drop_record(ns, cid)
-  drop_writes(ns, cid)
+  redis.call('HDEL', D, f)
+  redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
+  for _, ref in ipairs(m[3]) do release(ref) end
+  local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
+  local values = hmget(writes)
+  for i = 1, #values do release_write(values[i]) end
+  call_chunked('HDEL', D, writes)
+  call_chunked('ZREM', I, writes)
   return 1
+end
+
+-- Drops up to `budget` writes of namespace `ns` below member bound `below` whose
+-- checkpoint is not stored (late writes, or writes of a checkpoint that never came).
+-- Returns how many went and whether the range was exhausted.
+local function drop_orphan_writes(ns, below, budget)
+  local ws = redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', below, 'LIMIT', 0, budget)
+  local gone, values = {}, hmget(ws)
+  for i, w in ipairs(ws) do
+    local cid = string.match(w, '^w:[^:]*:([^:]*):')
+    if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then
+      gone[#gone + 1] = w
+      release_write(values[i])
+    end
+  end
+  call_chunked('HDEL', D, gone)
+  call_chunked('ZREM', I, gone)
+  return #gone, #ws < budget
 end
 
 local function has_value(refs, prefix)
   for _, ref in ipairs(refs) do
-    if string.sub(ref, 1, #prefix) == prefix then return redis.call('HEXISTS', D, ref) == 1 end
+    if string.sub(ref, 1, #prefix) == prefix then return true end
   end
   return false
 end
 
 -- Marks in `kept` the ancestors a checkpoint's DeltaChannel values (record field 5) are
--- rebuilt from: back to the one holding each such channel's seed, whose writes count too.
+-- rebuilt from: back to the one holding each such channel's seed.
 local function keep_chain(kept, ns, rec)
   local r = meta(rec)
   local need = {}
@@ -197,126 +320,87 @@ local function keep_chain(kept, ns, rec)
   end
 end
 
--- Removes the writes of namespace `ns` older than checkpoint `below` whose checkpoint is not
--- stored: writes of checkpoints just dropped (`dropped`: their ids) and writes that arrived
--- late for a checkpoint no longer stored (a write newer than the head is for the next
--- head). `kept`: members known to be stored. Returns how many late writes went.
-local function drop_orphan_writes(ns, below, kept, dropped)
-  local gone, late = {}, 0
-  for _, w in ipairs(redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', '(w:' .. ns .. ':' .. below)) do
-    local cid = string.match(w, '^w:[^:]*:([^:]*):')
-    local f = 'c:' .. ns .. ':' .. cid
-    if dropped[cid] or (not kept[f] and redis.call('HEXISTS', D, f) == 0) then
-      gone[#gone + 1] = w
-      if not dropped[cid] then late = late + 1 end
-    end
-  end
-  call_chunked('HDEL', D, gone)
-  call_chunked('ZREM', I, gone)
-  return late
-end
-
--- Keeps the `keep` newest checkpoints of a namespace (and the ancestors their DeltaChannel
--- values need); drops the others, then their writes and late ones older than the oldest
--- checkpoint kept (in one pass, not one per dropped checkpoint). Returns how many
--- checkpoints and late writes went, and how many checkpoints the namespace had. `written`:
--- optionally, the member of a checkpoint this script just wrote, and its record if it has
--- DeltaChannel values (false: it has none).
-local function trim(ns, keep, written, written_rec)
-  local members = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':')
-  if #members <= keep then return 0, #members end
+-- Keeps the `keep` newest checkpoints of a namespace (and the ancestors the DeltaChannel
+-- values of the newest and of the oldest kept are rebuilt from), dropping at most `budget`
+-- older ones, oldest first, with their writes and late writes below the oldest kept.
+-- Returns how many went and whether the namespace is done. `written`, `written_rec`: a
+-- checkpoint this script just wrote and its record (its chain is read from the record).
+local function trim(ns, keep, budget, written, written_rec)
+  local newest = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':', 'LIMIT', 0, keep)
+  if #newest < keep then return 0, true end
+  local oldest = newest[#newest]
   local kept = {}
-  for i = 1, keep do
-    kept[members[i]] = true
-    if members[i] ~= written then
-      keep_chain(kept, ns, redis.call('HGET', D, members[i]))
-    elseif written_rec then
-      keep_chain(kept, ns, written_rec)
+  for _, m in ipairs(newest) do kept[m] = true end
+  for _, m in ipairs({newest[1], oldest}) do
+    local rec = (m == written and written_rec) or redis.call('HGET', D, m)
+    if rec and #meta(rec)[5] > 0 then keep_chain(kept, ns, rec) end
+  end
+  local older = redis.call('ZRANGEBYLEX', I, '[c:' .. ns .. ':', '(' .. oldest, 'LIMIT', 0, budget)
+  local removed = 0
+  for _, m in ipairs(older) do
+    if not kept[m] then
+      local _, cid = split_member(m)
+      removed = removed + drop_checkpoint(ns, cid)
     end
   end
-  local _, oldest = split_member(members[keep])
-  local dropped, removed = {}, 0
-  for i = keep + 1, #members do
-    if not kept[members[i]] then
-      local _, cid = split_member(members[i])
-      if drop_record(ns, cid) == 1 then
-        dropped[cid] = true
-        removed = removed + 1
-        -- An id that begins the oldest kept one ('5' and '50') may sort its writes after it
-        -- ('w::5:' > 'w::50' only if the next byte is below ':'): removed by prefix.
-        if string.sub(oldest, 1, #cid) == cid then drop_writes(ns, cid) end
-      end
-    end
-  end
-  return removed + drop_orphan_writes(ns, oldest, kept, dropped), #members
+  local late, done = drop_orphan_writes(ns, '(w:' .. string.sub(oldest, 3), budget)
+  return removed + late, done and #older < budget
 end
 
--- Mark and sweep: deletes every channel value, log and element that no remaining
--- checkpoint or write references (elements live while a log or a write names them), and the
--- run entries and aliases of checkpoints no longer stored. O(size of the thread); runs on
--- prune and delete, and on retention every few trimmed checkpoints.
-local function sweep()
-  local live, refs = {}, {}  -- refs: the value fields in use, as an array (never iterate
-  local cps = by_prefix('c:') -- a table with pairs() while adding keys to it: undefined in Lua)
-  for i = 1, #cps do
-    local rec = redis.call('HGET', D, cps[i])
-    if rec then
-      for _, ref in ipairs(meta(rec)[3]) do
-        if not live[ref] then live[ref] = true; refs[#refs + 1] = ref end
+-- Deletes the thread's keys once it holds no checkpoint and no write (a thread left with
+-- nothing, counters and all). UNLINK: memory is freed off the main thread.
+local function drop_if_empty()
+  if #by_prefix('c:', 1) == 0 and #by_prefix('w:', 1) == 0 then
+    redis.call('UNLINK', D, I)
+    return true
+  end
+  return false
+end
+
+local function bump()
+  redis.call('HINCRBY', D, 'v', 1)
+end
+
+-- The write lists (field `at`) of reply entries that have them.
+local function writes_in(entries, at)
+  local out = {}
+  for _, e in ipairs(entries) do
+    if e[at] then out[#out + 1] = e[at] end
+  end
+  return out
+end
+
+-- {digest, item, ...} for every item a reply refers to (its logs' digests and its writes'),
+-- when they are at most `inline`: a small thread is read in one round trip. Otherwise {}:
+-- the client has them, or fetches them in bounded chunks.
+local function items_for(log_list, write_lists, inline)
+  local digests, seen = {}, {}
+  local function add(ds)
+    for k = 1, #ds, 16 do
+      local d = string.sub(ds, k, k + 15)
+      if not seen[d] then
+        seen[d] = true
+        digests[#digests + 1] = d
+        if #digests > inline then return false end
       end
     end
+    return true
   end
-  local function mark(digests)
-    for k = 1, #digests, 16 do live['e:' .. string.sub(digests, k, k + 15)] = true end
+  for i = 2, #log_list, 2 do
+    if log_list[i] and not add(log_list[i]) then return {} end
   end
-  local writes = by_prefix('w:')
-  for i = 1, #writes, 500 do
-    local values = redis.call('HMGET', D, unpack(writes, i, math.min(i + 499, #writes)))
-    for j = 1, #values do
-      local digests = write_parts(values[j])
-      if digests then mark(digests) end
+  for _, writes in ipairs(write_lists) do
+    for _, v in ipairs(writes) do
+      local ds = write_parts(v)
+      if ds and not add(ds) then return {} end
     end
   end
-  local logs = {}
-  for _, f in ipairs(refs) do
-    local v = redis.call('HGET', D, f)
-    if v and string.byte(v, 1) == 76 then
-      local log = string.match(v, '^L%d+:([^|]*)')
-      if not logs[log] then
-        logs[log] = true
-        mark(redis.call('HGET', D, log) or '')
-      end
-    end
+  local fields = {}
+  for i, d in ipairs(digests) do fields[i] = 'e:' .. d end
+  local items, out = hmget(fields), {}
+  for i, d in ipairs(digests) do
+    out[#out + 1] = d
+    out[#out + 1] = items[i]
   end
-  if #cps == 0 and #writes == 0 then  -- nothing left: the thread is gone, counters and all
-    redis.call('DEL', D, I)
-    return 0
-  end
-  local stored = {}
-  for i = 1, #cps do stored[cps[i]] = true end
-  -- Run entries and aliases of the checkpoints trims dropped (a trim does not read records).
-  local stale_runs = {}
-  for _, m in ipairs(by_prefix('r:')) do
-    if not stored[run_entry_member(m)] then stale_runs[#stale_runs + 1] = m end
-  end
-  call_chunked('ZREM', I, stale_runs)
-  -- Log counters (t:) stay: a reused log number would overwrite a log still in use.
-  local dead, aliases = {}, {}
-  local fields = redis.call('HKEYS', D)
-  for i = 1, #fields do
-    local f = fields[i]
-    local kind = string.sub(f, 1, 2)
-    if ((kind == 'b:' or kind == 'e:') and not live[f]) or (kind == 'l:' and not logs[f]) then
-      dead[#dead + 1] = f
-    elseif kind == 'a:' then
-      aliases[#aliases + 1] = f
-    end
-  end
-  local targets = hmget(aliases)
-  for i = 1, #aliases do
-    if not stored[alias_member(aliases[i], tostring(targets[i]))] then dead[#dead + 1] = aliases[i] end
-  end
-  call_chunked('HDEL', D, dead)
-  redis.call('HDEL', D, 'g')
-  return #dead
+  return out
 end

@@ -1,7 +1,10 @@
--- delete_checkpoint: drop one checkpoint with its index entries and pending writes, then
--- sweep the values, logs and list elements that no remaining checkpoint refers to.
+-- delete_checkpoint: drop one checkpoint with its index entries, pending writes and its
+-- references to values (what nobody else refers to goes with it).
 -- KEYS: D, I.  ARGV: ns, cid or alias (percent-encoded).  Reply: 1 if it was stored, else 0.
--- Keys touched: D, I only; the TTL is left as it is.
 local removed = drop_checkpoint(ARGV[1], resolve(ARGV[1], ARGV[2]))
-if removed > 0 then sweep() end
+if removed > 0 then
+  bump()
+  collect(256)
+  drop_if_empty()
+end
 return removed

@@ -1,21 +1,16 @@
--- dump: every field of a thread, for copying it elsewhere.
--- KEYS: D, I.  Reply: {hash fields and values (flat), index members}
--- The run entries and aliases of checkpoints a trim dropped (they wait for a sweep) stay behind.
-local fields, members = redis.call('HGETALL', D), redis.call('ZRANGE', I, 0, -1)
-local stored = {}
-for _, m in ipairs(members) do
-  if string.sub(m, 1, 2) == 'c:' then stored[m] = true end
+-- dump: one page of a thread's fields and index members, for copying it elsewhere.
+-- KEYS: D, I.  ARGV: hash cursor ('0' = first), index bound ('-' = first), count
+-- Reply: {next hash cursor ('0' = done), {field, value...}, next index bound ('' = done),
+--         {member...}, write generation}
+local cursor, bound, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local fields, members, next_bound = {}, {}, ''
+if cursor ~= 'done' then
+  local page = redis.call('HSCAN', D, cursor, 'COUNT', count)
+  cursor, fields = page[1], page[2]
+  if cursor == '0' then cursor = 'done' end
 end
-local out_fields, out_members = {}, {}
-for i = 1, #fields, 2 do
-  local f = fields[i]
-  if string.sub(f, 1, 2) ~= 'a:' or stored[alias_member(f, fields[i + 1])] then
-    out_fields[#out_fields + 1] = f
-    out_fields[#out_fields + 1] = fields[i + 1]
-  end
+if bound ~= '' then
+  members = redis.call('ZRANGEBYLEX', I, bound, '+', 'LIMIT', 0, count)
+  if #members == count then next_bound = '(' .. members[#members] end
 end
-for _, m in ipairs(members) do
-  local of = run_entry_member(m)
-  if not of or stored[of] then out_members[#out_members + 1] = m end
-end
-return {out_fields, out_members}
+return {cursor, fields, next_bound, members, redis.call('HGET', D, 'v') or '0'}

@@ -1,13 +1,18 @@
 -- get: one checkpoint with its values and pending writes.
--- KEYS: D, I.  ARGV: ns, cid or alias ('' = the latest of ns), ttl_ms to refresh (0 = none)
--- Reply: {ns, cid, record, {values}, {writes}} or nil.
-local ns, cid = ARGV[1], ARGV[2]
-cid = resolve(ns, cid)
+-- KEYS: D, I.  ARGV: ns, cid or alias ('' = the latest of ns), ttl_ms to refresh (0 = none),
+--                    the most list items to send along (see items_for)
+-- Reply: nil, or {{ns, cid, record, {values}, {writes}}, {log, digests...}, {digest, item...}}
+local partial = check_whole()
+if partial then return partial end
+local ns, cid = ARGV[1], resolve(ARGV[1], ARGV[2])
 if cid == '' then
   local head = head_member(ns)
   if not head then return nil end
   ns, cid = split_member(head)
 end
-local found = load(ns, cid)
-if found then expire(tonumber(ARGV[3])) end
-return found
+local logs = {}
+local found = load(ns, cid, logs)
+if not found then return nil end
+expire(tonumber(ARGV[3]))
+local log_list = reply_logs(logs)
+return {found, log_list, items_for(log_list, {found[5]}, tonumber(ARGV[4]))}

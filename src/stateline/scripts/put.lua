@@ -1,116 +1,193 @@
 -- put: store one checkpoint with the channel values that changed, atomically.
 -- KEYS: D, I (see _lib.lua)
--- ARGV[1]: 'ns cid ttl_ms keep_last setnx deltas run expect alias n_elements', space-separated
---          (ids are percent-encoded, so never contain a space): ttl_ms 0 = none, keep_last
---          0 = all, setnx 1 = keep values already stored (forks, copies), deltas 1 = the record
---          has DeltaChannel values (retention keeps their ancestors), run '' = none,
---          expect '' = don't check, '-' = namespace must be empty, else a cid; alias '' = none.
--- ARGV[2]: the record; then n_elements pairs (digest, bytes) of list items;
---          then per channel value: field, 'v<bytes>' or 'L<kind>|<digests, 16 bytes each>'
---          (kind: '' or the name of the wrapper around the list).
--- Reply: {'ok', first checkpoint of the thread (1/0), first checkpoint of this run in the thread (1/0)},
---        {'conflict', head cid or ''}, or {'missing', digest...} when a list refers to
---        elements neither sent nor stored (nothing is written then).
-local ns, cid, ttl, keep, setnx, deltas, run, expect, alias, n_el =
-  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+)$')
-ttl, keep, n_el = tonumber(ttl), tonumber(keep), tonumber(n_el)
+-- ARGV[1]: 'ns cid ttl_ms keep_last setnx deltas run expect alias n_items log_id',
+--          space-separated (ids are percent-encoded, so never contain a space): ttl_ms 0 =
+--          none, keep_last 0 = all, setnx 1 = keep values already stored (forks, copies),
+--          deltas 1 = the record has DeltaChannel values (retention keeps their ancestors),
+--          run '' = none, expect '' = don't check, '-' = namespace must be empty, else a cid;
+--          alias '' = none; log_id: the id of a log this put starts, if it must start one.
+-- ARGV[2]: the record (its value fields are every value the checkpoint refers to);
+--          then n_items pairs (digest, bytes) of list items;
+--          then per value to write: field, and 'v<bytes>', 'L<kind>|<digests>' (a whole
+--          list) or 'A<kind>|<log>|<m>|<digests>' (the first m digests of <log>, then these).
+-- Reply: {'ok', first checkpoint of the thread (1/0), first of this run (1/0), {field, log, n}...};
+--        {'conflict', head cid or ''}; {'missing', digest...} for list items neither sent nor
+--        stored; {'gone', field...} for values the record refers to that are not stored and
+--        not sent; {'stale', field} for an 'A' value whose log is not what the client thought.
+--        Nothing is written unless the reply is 'ok'.
+local ns, cid, ttl, keep, setnx, deltas, run, expect, alias, n_items, log_id =
+  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+) ([^ ]*)$')
+ttl, keep, n_items = tonumber(ttl), tonumber(keep), tonumber(n_items)
+local partial = check_whole()
+if partial then return partial end
 local rec = ARGV[2]
+local member = 'c:' .. ns .. ':' .. cid
 
 if expect ~= '' then
   local head = head_member(ns)
   local want = nil
   if expect ~= '-' then want = 'c:' .. ns .. ':' .. resolve(ns, expect) end
   -- Our own id as the head means this very put was applied already (a retried call).
-  if head ~= want and head ~= 'c:' .. ns .. ':' .. cid then
-    local _, head_cid = '', ''
+  if head ~= want and head ~= member then
+    local head_cid = ''
     if head then
-      _, head_cid = split_member(head)
-      local alias = meta(redis.call('HGET', D, head))[6] or ''  -- the id the caller knows
-      if alias ~= '' then head_cid = alias end
+      head_cid = select(2, split_member(head))
+      local known_as = meta(redis.call('HGET', D, head))[6] or ''  -- the id the caller knows
+      if known_as ~= '' then head_cid = known_as end
     end
     return {'conflict', head_cid}
   end
 end
 
 local sent = {}
-for i = 3, 2 + 2 * n_el, 2 do sent[ARGV[i]] = ARGV[i + 1] end
-local first_value = 3 + 2 * n_el
+for i = 3, 2 + 2 * n_items, 2 do sent[ARGV[i]] = ARGV[i + 1] end
+local given, order = {}, {}
+for i = 3 + 2 * n_items, #ARGV, 2 do
+  given[ARGV[i]] = ARGV[i + 1]
+  order[#order + 1] = ARGV[i]
+end
 
--- Plan every list first: reuse or extend the channel's current log, or start a new one.
-local lists, missing = {}, {}
-local function check(digests, from)
-  for k = from, #digests, 16 do
+-- Every value the record refers to is sent now or stored already (a value deleted
+-- meanwhile, by another process or an expiry, must not leave a checkpoint without it).
+local refs = meta(rec)[3]
+local gone = {'gone'}
+for _, f in ipairs(refs) do
+  if not given[f] and not counted(f) then gone[#gone + 1] = f end
+end
+if #gone > 1 then return gone end
+
+-- Plan every list: reuse a prefix of a log, extend it, or start a new one.
+local lists, missing = {}, {'missing'}
+local function check(digests)
+  for k = 1, #digests, 16 do
     local d = string.sub(digests, k, k + 15)
     if not sent[d] and redis.call('HEXISTS', D, 'e:' .. d) == 0 then missing[#missing + 1] = d end
   end
 end
-for i = first_value, #ARGV, 2 do
-  local field, value = ARGV[i], ARGV[i + 1]
-  if string.byte(value, 1) == 76 and not (setnx == '1' and redis.call('HEXISTS', D, field) == 1) then  -- 'L'
+local function plan_list(field, log, len, digests, from)
+  -- `digests` extends the first `from` digests of `log` (of length `len`)
+  local n = from + #digests / 16
+  if len == from then
+    check(digests)
+    return {field = field, log = log, append = digests, at = from, n = n}
+  end
+  if len > from and log_slice(log, from, math.min(len, n)) == digests and len >= n then
+    return {field = field, log = log, n = n}
+  end
+  local prefix = log_digests(log, from)
+  check(digests)
+  return {field = field, new = prefix .. digests, n = n}
+end
+for _, field in ipairs(order) do
+  local value = given[field]
+  local tag = string.byte(value, 1)
+  if (tag == 76 or tag == 65) and not (setnx == '1' and redis.call('HEXISTS', D, field) == 1) then  -- 'L', 'A'
     local bar = string.find(value, '|', 2, true)
-    local kind, digests = string.sub(value, 2, bar - 1), string.sub(value, bar + 1)
-    local base = 'l:' .. string.match(field, '^b:([^:]*:[^:]*):')  -- b:<ns>:<ch>:<version>
-    local tip = redis.call('HGET', D, 't:' .. string.sub(base, 3))
-    local log = tip and redis.call('HGET', D, base .. ':' .. tip)
-    local plan = {field = field, n = #digests / 16, kind = kind ~= '' and ('|' .. kind) or ''}
-    if log and #digests <= #log and string.sub(log, 1, #digests) == digests then
-      plan.log = base .. ':' .. tip                        -- a prefix of the log: reuse
-    elseif log and #digests > #log and string.sub(digests, 1, #log) == log then
-      plan.log, plan.content = base .. ':' .. tip, digests -- extends the log: append
-      check(digests, #log + 1)
+    local kind, rest = string.sub(value, 2, bar - 1), string.sub(value, bar + 1)
+    local base = string.match(field, '^b:([^:]*:[^:]*):')  -- b:<ns>:<ch>:<version>
+    local p
+    if tag == 65 then
+      local log, m, digests = string.match(rest, '^([^|]*)|(%d+)|(.*)$')
+      m = tonumber(m)
+      local len = tonumber(redis.call('HGET', D, log) or '-1')
+      if len < m or not counted(log) then return {'stale', field} end
+      p = plan_list(field, log, len, digests, m)
     else
-      plan.counter, plan.base, plan.content = 't:' .. string.sub(base, 3), base, digests
-      check(digests, 1)                                    -- rewritten: a new log
+      local tip = redis.call('HGET', D, 't:' .. base)
+      local log = tip and ('l:' .. base .. ':' .. tip)
+      local len = log and tonumber(redis.call('HGET', D, log) or '-1') or -1
+      local n = #rest / 16
+      if len >= 0 and n <= len and log_digests(log, n) == rest then
+        p = {field = field, log = log, n = n}
+      elseif len >= 0 and n > len and log_digests(log, len) == string.sub(rest, 1, 16 * len) then
+        p = plan_list(field, log, len, string.sub(rest, 16 * len + 1), len)
+      else
+        check(rest)
+        p = {field = field, new = rest, n = n}
+      end
     end
-    lists[#lists + 1] = plan
+    if p.new then
+      p.log = 'l:' .. base .. ':' .. log_id
+      local len = tonumber(redis.call('HGET', D, p.log) or '-1')
+      if len >= 0 then  -- this put's own log, made by an earlier try of this call
+        if log_digests(p.log, math.min(len, p.n)) ~= string.sub(p.new, 1, 16 * math.min(len, p.n)) then
+          return redis.error_reply('STATELINE_LOG log id ' .. log_id .. ' is taken')
+        end
+        p.append, p.at, p.new = string.sub(p.new, 16 * len + 1), len, nil
+        if len >= p.n then p.append = nil end
+      end
+    end
+    p.tip, p.kind = 't:' .. base, kind ~= '' and ('|' .. kind) or ''
+    lists[#lists + 1] = p
   end
 end
-if #missing > 0 then
-  table.insert(missing, 1, 'missing')
-  return missing
-end
+if #missing > 1 then return missing end
 
--- Everything but values kept as they are goes into one HSET: an element's field names
--- its content, so writing it again changes nothing.
-local fields = {}
-local function set(f, v) fields[#fields + 1] = f; fields[#fields + 1] = v end
-for d, bytes in pairs(sent) do set('e:' .. d, bytes) end
-for i = first_value, #ARGV, 2 do
-  if string.byte(ARGV[i + 1], 1) ~= 76 then  -- a value stored as it is, 'v<bytes>'
-    if setnx == '1' then redis.call('HSETNX', D, ARGV[i], ARGV[i + 1]) else set(ARGV[i], ARGV[i + 1]) end
+bump()
+local function store_items(digests)
+  for k = 1, #digests, 16 do
+    local d = string.sub(digests, k, k + 15)
+    if sent[d] then redis.call('HSETNX', D, 'e:' .. d, sent[d]) end
   end
 end
+-- Writes `value` into value field `f`, releasing the log the old value referred to.
+local function set_value(f, value, log)
+  local old = redis.call('HGET', D, f)
+  if old == value then return end
+  redis.call('HSET', D, f, value)
+  if log then hold(log) end
+  if old and string.byte(old, 1) == 76 then
+    local _, old_log = list_parts(old)
+    release(old_log)
+  end
+end
+for _, f in ipairs(order) do
+  local value = given[f]
+  if string.byte(value, 1) == 118 and not (setnx == '1' and redis.call('HEXISTS', D, f) == 1) then  -- 'v'
+    set_value(f, value)
+  end
+end
+local placed = {}
 for _, p in ipairs(lists) do
-  if p.counter then p.log = p.base .. ':' .. redis.call('HINCRBY', D, p.counter, 1) end
-  if p.content then set(p.log, p.content) end
-  set(p.field, 'L' .. p.n .. ':' .. p.log .. p.kind)
+  if p.new then
+    store_items(p.new)
+    redis.call('HSET', D, p.log, 0)
+    log_append(p.log, 0, p.new)
+  elseif p.append and #p.append > 0 then
+    store_items(p.append)
+    log_append(p.log, p.at, p.append)
+  end
+  redis.call('HSET', D, p.tip, string.match(p.log, ':([^:]*)$'))
+  set_value(p.field, 'L' .. p.n .. ':' .. p.log .. p.kind, p.log)
+  placed[#placed + 1] = p.field
+  placed[#placed + 1] = p.log
+  placed[#placed + 1] = p.n
 end
 
 -- A thread with no checkpoint yet may be missing from the discovery index (deleted or
 -- expired meanwhile, maybe by another process): the reply asks the client to index it.
--- (With retention the trim's listing of the namespace below tells, without a call of its own.)
 local fresh = 0
-if keep == 0 and #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 1) == 0 then fresh = 1 end
+if #by_prefix('c:', 1) == 0 then fresh = 1 end
 local new_run = 0
-if run ~= '' and #redis.call('ZRANGEBYLEX', I, '[r:' .. run .. ':', '[r:' .. run .. ':' .. HI, 'LIMIT', 0, 1) == 0 then
-  new_run = 1
-end
+if run ~= '' and #by_prefix('r:' .. run .. ':', 1) == 0 then new_run = 1 end
 if alias ~= '' then  -- saving an alias again replaces the checkpoint that had it
   local old = redis.call('HGET', D, 'a:' .. ns .. ':' .. alias)
   if old and old ~= cid then drop_checkpoint(ns, old) end
-  set('a:' .. ns .. ':' .. alias, cid)
+  redis.call('HSET', D, 'a:' .. ns .. ':' .. alias, cid)
 end
-set('c:' .. ns .. ':' .. cid, rec)
-call_chunked('HSET', D, fields)
-redis.call('ZADD', I, 0, 'c:' .. ns .. ':' .. cid, 0, 'o:' .. cid .. ' ' .. ns)
+-- The new record's references first, then the old one's (a record saved again) go.
+for _, f in ipairs(refs) do hold(f) end
+local old_rec = redis.call('HGET', D, member)
+redis.call('HSET', D, member, rec)
+if old_rec then
+  for _, f in ipairs(meta(old_rec)[3]) do release(f) end
+end
+redis.call('ZADD', I, 0, member, 0, 'o:' .. cid .. ' ' .. ns, 0, 's:' .. ns)
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
 if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
-  local dropped, listed = trim(ns, keep, 'c:' .. ns .. ':' .. cid, deltas == '1' and rec)
-  if listed == 1 and #redis.call('ZRANGEBYLEX', I, '[c:', '[c:' .. HI, 'LIMIT', 0, 2) == 1 then
-    fresh = 1  -- this checkpoint alone in its namespace, and no other namespace has one
-  end
-  if dropped > 0 and redis.call('HINCRBY', D, 'g', dropped) >= 16 then sweep() end
+  trim(ns, keep, 16, member, deltas == '1' and rec)
 end
+collect(256)
 expire(ttl)
-return {'ok', fresh, new_run}
+return {'ok', fresh, new_run, placed}
