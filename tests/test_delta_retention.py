@@ -76,5 +76,5 @@ def test_delta_snapshots_are_stored_by_item_not_as_whole_copies(url: str, prefix
     values = [client.hget(data, f) for f in client.hkeys(data) if f.startswith(b"b:")]
     snapshots = [v for v in values if v.startswith(b"L") and v.endswith(b"|delta")]
     assert len(snapshots) >= 5  # snapshot_frequency=10, two updates a turn
-    assert max(map(len, values)) < 200  # no value holds a copy of the history
+    assert max(map(len, values)) < 1000  # no value holds a copy of the history (30 turns: ~6 KB)
     assert [m.content for m in graph(RedisSaver(url, prefix=prefix)).get_state(cfg).values["messages"]] == expected(30)

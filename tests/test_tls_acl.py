@@ -45,8 +45,8 @@ APP_ACL = "on >secret ~app:* resetchannels -@all +@read +@write +@scripting +pin
 # dropping it: conformance, list(None) or TTL refresh fails). The stronger durability
 # levels also need +wait (durability="replica") or +waitaof ("aof", "aof+replica").
 MINIMAL_COMMANDS = (
-    "+evalsha +script|load +zadd +zrange +zrem +zrangebylex +exists +del "  # sent directly
-    "+hget +hset +hsetnx +hdel +hexists +hgetall +hkeys +hmget +hincrby +pexpire +zrevrangebylex"  # in scripts
+    "+evalsha +script|load +zadd +zrange +zrem +zrangebylex +exists +unlink +hmget "  # sent directly
+    "+hget +hset +hsetnx +hdel +hexists +hscan +hincrby +pexpire +zrevrangebylex"  # in scripts
 )
 MINIMAL_ACL = f"on >minimal-pw ~app:* resetchannels -@all {MINIMAL_COMMANDS}"
 READER_ACL = "on >reader-pw ~app:* resetchannels -@all +@read +evalsha +script|load"

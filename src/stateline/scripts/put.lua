@@ -123,7 +123,6 @@ for _, field in ipairs(order) do
 end
 if #missing > 1 then return missing end
 
-bump()
 local function store_items(digests)
   for k = 1, #digests, 16 do
     local d = string.sub(digests, k, k + 15)
@@ -189,5 +188,6 @@ if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
   trim(ns, keep, 16, member, deltas == '1' and rec)
 end
 collect(256)
+bump()
 expire(ttl)
 return {'ok', fresh, new_run, placed}

@@ -26,7 +26,6 @@ for i = first, #ARGV, 2 do
 end
 if #missing > 1 then return missing end
 
-bump()
 -- A stored write holds its items (each digest one reference).
 local function hold_write(v)
   local digests = write_parts(v)
@@ -57,5 +56,6 @@ for i = first, #ARGV, 2 do
 end
 call_chunked('ZADD', I, members)
 collect(256)
+bump()
 expire(ttl)
 return stored
