@@ -120,9 +120,9 @@ class Engine:
         stale: set[str] = set()  # channels whose log hint the server refused
         items: dict[bytes, bytes] = {}  # items to send
         index = self._registration(snap.thread_id, snap.run_id)
+        known = set(self._known.of(keys.data))
         for _attempt in range(4):
             value_args, elements, lists = self._value_args(snap, keys, ns, values, fields, stale)
-            known = self._known.of(keys.data)
             items.update((d, b) for d, b in elements.items() if d not in known)
             sent = [x for pair in items.items() for x in pair]
             args = (f"{opts} {len(items)} {log_id}", record, *sent, *value_args)
@@ -137,6 +137,7 @@ class Engine:
                 )
             if status == "missing":  # items we believed stored are gone (removed elsewhere)
                 self._known.forget(keys.data)
+                known.difference_update(bytes(d) for d in reply[1:])
                 items.update((bytes(d), elements[bytes(d)]) for d in reply[1:] if bytes(d) in elements)
             elif status == "stale":
                 stale.update(ch for ch, f in fields.items() if f == _text(reply[1]))
