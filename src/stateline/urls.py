@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
@@ -260,7 +261,7 @@ def _query(query: str, kind: str) -> dict[str, Any]:
         if len(set(values)) > 1:
             raise ValueError(f"the option {name!r} is given twice in the query, with different values")
         value = values[0]
-        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        parser: Callable[[str], Any] | None = URL_QUERY_ARGUMENT_PARSERS.get(name)  # type: ignore[assignment]
         if parser is not None:
             try:
                 out[name] = parser(value)
