@@ -134,18 +134,20 @@ def _take(path: str) -> int | None:
 
 
 def _shut_down_if_idle(sock: socket.socket, f: BinaryIO, data_dir: str, port: int, last: _Activity) -> bool:
-    """Shuts the server down if it is still idle, holding the start lock; True if it did."""
+    """Shuts the server down if it is still idle and still to be shut down when idle,
+    holding the start lock; True if it did."""
     lock = _take(os.path.join(data_dir, "server.lock"))
     if lock is None:  # a process is starting, adopting or stopping it
         return False
+    state_file = os.path.join(data_dir, "server.json")
     try:
-        if not _Activity(sock, f).idle_since(last):
+        # Turned off meanwhile (with no record to say so, the caller's timeout stands: > 0)?
+        if _policy(state_file, port, 1.0) <= 0 or not _Activity(sock, f).idle_since(last):
             return False
         send(sock, (b"SHUTDOWN",))
         try:
             refused = read(f)
         except ConnectionError:  # it closes once its files are flushed: gone
-            state_file = os.path.join(data_dir, "server.json")
             if _recorded(state_file, port) is not None:
                 os.unlink(state_file)
             return True
