@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -404,7 +405,7 @@ def _long(cfg: Config, tmp: str, console: Any, progress: bool) -> dict:
                         key, kind, marks, url, tmp, cfg.long_window, cfg.long_reps, cfg.long_copies,
                         op_budget_s=cfg.long_op_budget_s, budget_s=cfg.long_budget_s, memory_gb=cfg.long_memory_gb,
                     )  # fmt: skip
-                    res = run_spec(spec, lambda n, t=task, d=done_before: bar.update(t, completed=d + n))
+                    res = run_spec(spec, _advance(bar, task, done_before))
                     out[kind][key] = {"label": b.label, "capped": capped, **res}
                 except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the run goes on
                     out[kind][key] = {"label": b.label, **_error(exc)}
@@ -413,6 +414,11 @@ def _long(cfg: Config, tmp: str, console: Any, progress: bool) -> dict:
                 bar.update(task, completed=done_before + size)
             bar.update(task, now="")
     return out
+
+
+def _advance(bar: Any, task: Any, before: float) -> Callable[[int], None]:
+    """Moves ``task`` to ``before`` plus the size a long thread has reached."""
+    return lambda size: bar.update(task, completed=before + size)
 
 
 def _clients_of(b: Any, saver: Any) -> list[Any]:

@@ -139,7 +139,7 @@ class BuiltThread:
         cp["channel_values"] = {"messages": self.messages}
         cp["channel_versions"] = {"messages": version}
         cp["versions_seen"] = {"model": {"messages": self.version or version}}
-        md = {
+        md: dict[str, Any] = {
             "source": "input" if i % 5 == 1 else "loop",
             "step": i,
             "parents": {},
@@ -206,6 +206,7 @@ class Measurer:
         times: list[float] = []
         windows: list[Window] = []
         for i in range(reps or self.spec.reps):
+            w = error = None
             try:
                 arg = setup(i) if setup else i
                 with self.server() as w:
@@ -213,9 +214,11 @@ class Measurer:
                     got = fn(arg)
                     times.append(got.seconds if isinstance(got, Timed) else time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - reported in the results; the other operations go on
-                return {**self._summary(times, windows), "error": f"{type(exc).__name__}: {exc}"[:300]}
-            if w is not None:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            if w is not None:  # (a failed call's window too: what the server did for it)
                 windows.append(w)
+            if error:
+                return {**self._summary(times, windows), "error": error}
             if sum(times) > self.spec.op_budget_s:
                 break
         return self._summary(times, windows)
@@ -253,6 +256,10 @@ class Measurer:
         return out
 
 
+def _ignoring_i(fn: Callable[[], Any]) -> Callable[[int], Any]:
+    return lambda _i: fn()
+
+
 def _grow(thread: ChatThread | BuiltThread, target: int, deadline: float, tick: Callable[[int], None]) -> bool:
     """Steps up to ``target``; False if the deadline came first."""
     while thread.size < target:
@@ -264,7 +271,7 @@ def _grow(thread: ChatThread | BuiltThread, target: int, deadline: float, tick: 
     return True
 
 
-def _next_checkpoint(saver: Any, head: Any, key: str) -> tuple[dict, dict, dict, dict]:
+def _next_checkpoint(saver: Any, head: Any, key: str) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
     """The head's checkpoint, 4 messages longer, as a put's arguments (a cold put's)."""
     cp = copy_checkpoint(head.checkpoint)
     fresh = empty_checkpoint()
@@ -413,7 +420,7 @@ def measure(spec: Spec, tick: Callable[[int], None]) -> dict:
         for mark in spec.marks:
             done = _grow(thread, max(0, mark - spec.window), deadline, tick)
             entry: dict[str, Any] = {"steps": m.steps(thread)}
-            entry.update({name: m.op(lambda i, fn=fn: fn()) for name, fn in thread.reads().items()})
+            entry.update({name: m.op(_ignoring_i(fn)) for name, fn in thread.reads().items()})
             last = not done or mark == spec.marks[-1]
             entry.update(writes.run(last))
             entry["rss_mb"] = None if rss0 is None else round((_rss_mb() or 0) - rss0, 1)

@@ -90,7 +90,7 @@ def long_rows(results: dict, kind: str) -> tuple[list[str], list[list[str]]]:
             row += [_client(cells[k]) for k in clients]
             if "stateline" in runs and "inmemory" in runs:
                 a, b = cells["stateline"], cells["inmemory"]
-                row.append(_ratio(a and a.get("client_ms"), b and b.get("client_ms")))
+                row.append(_ratio((a or {}).get("client_ms"), (b or {}).get("client_ms")))
             rows.append(row)
             label = ""
     return head, rows
