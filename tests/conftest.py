@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from stateline.embedded import EmbeddedServer
+from stateline.keys import Schema
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -66,3 +68,8 @@ def keys_of(client: redis.Redis, pattern: str) -> list[bytes]:
 
 def have(binary: str) -> bool:
     return shutil.which(binary) is not None
+
+
+def index_members(client: Any, schema: Schema) -> list[bytes]:
+    """Every member of every discovery shard of a prefix (entries and expiry scores)."""
+    return [m for shard in schema.indexes for key in shard.all for m in client.zrange(key, 0, -1)]

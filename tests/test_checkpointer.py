@@ -43,6 +43,7 @@ from stateline.plan import SCRIPTS, Batch, Call, Command, Scan
 from stateline.serde import Serde
 
 from . import servers
+from .conftest import index_members
 from .waiting import auntil
 
 # -- types the states use -------------------------------------------------------------------
@@ -488,7 +489,7 @@ async def test_an_idle_session_vanishes_whole(kind: str, make: Make, client: red
     await auntil(bystander_gone, what="the idle bystander to expire")
     assert "t" not in await cp.list_sessions()
     if keys:  # no index entry is left without its data
-        assert client.zrange(cp.engine.schema.threads, 0, -1) == []  # type: ignore[attr-defined]
+        assert index_members(client, cp.engine.schema) == []  # type: ignore[attr-defined]
         assert _count_keys(cp.engine, client) == 0  # type: ignore[attr-defined]
 
     # A session saved again after it expired is whole and listed again.
@@ -641,11 +642,10 @@ async def test_prefixes_app_and_app2_are_isolated_and_clear_all_removes_exactly_
         assert (await app2.load(sid)).state["of"] == "app2"  # type: ignore[union-attr]
 
     everything = set(client.scan_iter(match=prefix + "*", count=1000))
-    of_app2 = {
-        k for k in everything if k.startswith((prefix + "app2{").encode()) or k == (prefix + "app2threads").encode()
-    }
+    of_app2 = {k for k in everything if k.startswith((prefix + "app2{").encode())}
     owned = everything - of_app2 - {k.encode() for k in foreign}
-    assert len(owned) == 2 * len(sessions) + 1 and len(of_app2) == 2 * len(sessions) + 1
+    shards = len({app.engine.schema.index_of(sid) for sid in sessions})  # type: ignore[attr-defined]
+    assert len(owned) == 2 * len(sessions) + shards and len(of_app2) == 2 * len(sessions) + shards
     await app.clear_all()
     assert set(client.scan_iter(match=prefix + "*", count=1000)) == everything - owned
     assert await app.list_sessions() == []
@@ -793,7 +793,7 @@ async def test_clear_all_on_a_cluster_scans_every_primary(cluster_url: str, flav
     assert all(len(keys) > 5 for keys in before.values()), "sessions should span every primary"
     await mine.clear_all()
     left = set().union(*keys_by_node().values())
-    assert {k for k in left if k.startswith((prefix + "{").encode()) or k == (prefix + "threads").encode()} == set()
+    assert {k for k in left if k.startswith((prefix + "{").encode())} == set()  # threads and index shards
     assert (prefix + "foreign").encode() in left
     assert sorted(await neighbour.list_sessions()) == sorted(sessions)
     assert await mine.list_sessions() == []
@@ -814,16 +814,29 @@ def test_delete_all_plan_scans_then_unlinks_key_by_key_then_the_indexes() -> Non
     assert step == Batch((Command(("UNLINK", b"p*:{a}:d")), Command(("UNLINK", b"p*:{a}:i"))))
     assert plan.send([1, 1]) == Scan("p\\*:{*}:[di]", "next")
     step = plan.send((None, []))
-    assert step == Batch((Command(("UNLINK", "p*:threads")), Command(("UNLINK", "p*:runs"))))
+    assert step.steps[:3] == (
+        Command(("UNLINK", "p*:{threads:0}")),
+        Command(("UNLINK", "p*:{threads:0}:exp")),
+        Command(("UNLINK", "p*:{threads:1}")),
+    )
+    assert len(step.steps) == 2 * 64 and step.steps[-1] == Command(("UNLINK", "p*:{threads:63}:exp"))
     with pytest.raises(StopIteration) as done:
-        plan.send([1, 0])
+        plan.send([1] + [0] * 127)
     assert done.value.value == 3
 
 
-def test_delete_checkpoint_plan_is_one_script_call() -> None:
+def test_delete_checkpoint_plan_is_one_round_trip_unless_it_empties_the_thread() -> None:
     engine = Engine(ValueCodec(Serde()), prefix="p:")
     plan = engine.delete_checkpoint("a b", "", "c1")
-    assert plan.send(None) == Call(SCRIPTS.delete_checkpoint, ("p:{a%20b}:d", "p:{a%20b}:i"), ("", "c1"))
+    call = Call(SCRIPTS.delete_checkpoint, ("p:{a%20b}:d", "p:{a%20b}:i"), ("", "c1"))
+    assert plan.send(None) == Batch((call, Command(("EXISTS", "p:{a%20b}:i"))))
     with pytest.raises(StopIteration) as done:
-        plan.send(1)
+        plan.send([1, 1])  # the thread lives on
+    assert done.value.value is True
+    plan = engine.delete_checkpoint("a b", "", "c1")
+    plan.send(None)
+    shard = engine.schema.index_of("a b")
+    assert plan.send([1, 0]) == Batch((Call(SCRIPTS.index, shard.all, ("drop", "a%20b")),))  # its last one
+    with pytest.raises(StopIteration) as done:
+        plan.send([1])
     assert done.value.value is True

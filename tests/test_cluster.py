@@ -55,6 +55,64 @@ def test_threads_spread_over_every_master_and_discovery_sees_them_all(cluster_ur
     assert saver.get_tuple({"configurable": {"thread_id": "thread-4"}}) is None
 
 
+class NodeCommands:
+    """The commands every primary runs (MONITOR), a script's own calls included; an ECHO to
+    each node marks the end, so nothing waits on time."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.nodes = [n.redis_connection for n in client.get_primaries()]
+        self.monitors = [n.monitor().__enter__() for n in self.nodes]
+
+    def since(self, mark: str) -> list[list[str]]:
+        seen = []
+        for node, monitor in zip(self.nodes, self.monitors, strict=True):
+            node.echo(mark)
+            while (cmd := monitor.next_command())["command"] != f"ECHO {mark}":
+                seen.append(cmd["command"].split(" "))
+        return seen
+
+
+def keys_written(command: list[str]) -> list[str]:
+    """The keys a command names: an EVALSHA's KEYS, otherwise its first argument."""
+    name = command[0].upper()
+    if name in ("EVALSHA", "EVAL"):
+        return command[3 : 3 + int(command[2])]
+    return command[1:2] if len(command) > 1 and name not in ("ECHO", "PING", "SCRIPT", "CLUSTER", "TIME") else []
+
+
+def test_no_key_outside_a_thread_is_written_by_every_put_and_the_index_spreads_over_masters(
+    cluster_url: str,
+) -> None:
+    prefix = f"h{uuid.uuid4().hex[:6]}:"
+    saver = RedisSaver(cluster_url, prefix=prefix, ttl=60)
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    client: RedisCluster = saver._conn.sync
+    seen = NodeCommands(client)
+    threads, puts = [f"hot-{i}" for i in range(200)], 0
+    for step in range(3):
+        for t in threads:
+            cp = empty_checkpoint()
+            cp["channel_values"], cp["channel_versions"] = {"n": step}, {"n": step + 1}
+            saver.put(
+                {"configurable": {"thread_id": t, "checkpoint_ns": ""}}, cp, {"run_id": f"run-{t}"}, {"n": step + 1}
+            )
+            puts += 1
+    commands = seen.since(f"end-{uuid.uuid4().hex}")
+    per_key: dict[str, int] = {}
+    for command in commands:
+        for key in keys_written(command):
+            if key.startswith(prefix) and not key.endswith(("}:d", "}:i")):  # not a thread's own key
+                per_key[key] = per_key.get(key, 0) + 1
+    assert per_key and max(per_key.values()) < puts / 10, sorted(per_key.items(), key=lambda kv: -kv[1])[:3]
+    shards = {s for s in saver.engine.schema.indexes if client.exists(s.entries)}
+    assert len(shards) > 40  # 200 threads over 64 shards
+    assert len({client.get_node_from_key(s.entries).name for s in shards}) == 3  # on every master
+    assert {c.config["configurable"]["thread_id"] for c in saver.list(None)} == set(threads)
+    saver.delete_for_runs([f"run-{t}" for t in threads[:100]])
+    assert {c.config["configurable"]["thread_id"] for c in saver.list(None)} == set(threads[100:])
+
+
 def test_a_cluster_client_passed_in_works_sync_and_async(cluster_url: str) -> None:
     host_port = cluster_url.removeprefix("redis+cluster://").split(",")[0]
     host, port = host_port.split(":")

@@ -10,7 +10,7 @@ from stateline.codec import ValueCodec
 from stateline.elements import digest
 from stateline.engine import Engine
 from stateline.plan import SCRIPTS, Batch, Call, Command
-from stateline.records import Snapshot
+from stateline.records import Snapshot, Write
 
 
 def engine(**kw) -> Engine:
@@ -29,12 +29,47 @@ def test_first_put_registers_the_thread_in_the_same_pipeline_then_sends_one_call
     plan = e.put(snap({"a": 1}, run_id="r"))
     step = plan.send(None)
     assert isinstance(step, Batch)
-    assert [type(s) for s in step.steps] == [Command, Command, Call]
-    assert step.steps[2].script == SCRIPTS.put and step.steps[2].keys == ("p:{t%3A1}:d", "p:{t%3A1}:i")
+    shard = e.schema.index_of("t:1")
+    assert step.steps[0] == Call(SCRIPTS.index, shard.all, ("add", 0, "t%3A1", "r"))
+    assert step.steps[1].script == SCRIPTS.put and step.steps[1].keys == ("p:{t%3A1}:d", "p:{t%3A1}:i")
     with pytest.raises(StopIteration):
-        plan.send([1, 1, [b"ok", 0, 0, []]])
+        plan.send([1, [b"ok", 1, 1, []]])
     again = e.put(snap({"a": 2}, run_id="r")).send(None)
     assert isinstance(again, Call)  # registered now: one EVALSHA
+    other_run = e.put(snap({"a": 3}, run_id="r2")).send(None)
+    assert other_run.steps[0] == Call(SCRIPTS.index, shard.all, ("add", 0, "t%3A1", "r2"))
+
+
+def test_with_a_ttl_the_entry_is_written_again_once_half_the_ttl_passed() -> None:
+    now = [100.0]
+    e = engine(ttl_ms=10_000)
+    e.discovery._clock = lambda: now[0]
+    shard = e.schema.index_of("t:1")
+    add = Call(SCRIPTS.index, shard.all, ("add", 20_000, "t%3A1"))  # an entry lives twice the TTL
+    plan = e.put(snap({"a": 1}))
+    assert plan.send(None).steps[0] == add
+    with pytest.raises(StopIteration):
+        plan.send([1, [b"ok", 1, 0, []]])
+    for t in (101.0, 104.9):  # not before half the TTL: no write to the shard
+        now[0] = t
+        assert isinstance(e.put(snap({"a": 2})).send(None), Call)
+        assert isinstance(e.put_writes("t:1", "", "c2", [Write("task", "a", 1, "", 0)], frozenset()).send(None), Call)
+    now[0] = 105.1
+    assert e.put_writes("t:1", "", "c2", [Write("task", "a", 1, "", 0)], frozenset()).send(None).steps[0] == add
+    plan = e.put(snap({"a": 3}))
+    assert plan.send(None).steps[0] == add
+    with pytest.raises(StopIteration):
+        plan.send([1, [b"ok", 0, 0, []]])
+    assert isinstance(e.put(snap({"a": 4})).send(None), Call)  # written again at 105.1
+
+
+def test_a_put_that_finds_its_thread_new_indexes_it_again() -> None:
+    e = engine()
+    e.discovery.written("t:1", None, 0.0)
+    plan = e.put(snap({"a": 1}))
+    assert isinstance(plan.send(None), Call)
+    shard = e.schema.index_of("t:1")
+    assert plan.send([b"ok", 1, 0, []]) == Call(SCRIPTS.index, shard.all, ("add", 0, "t%3A1"))  # deleted elsewhere
 
 
 def n_sent(call: Call) -> int:
@@ -72,7 +107,7 @@ def test_a_stale_head_is_a_conflict() -> None:
 
 def test_strong_durability_waits_in_the_same_pipeline_and_checks_the_answer() -> None:
     e = engine(durability="aof", durability_timeout_ms=50)
-    e._registered_now("t:1", None)
+    e.discovery.written("t:1", None, 0.0)
     plan = e.put(snap({"a": 1}))
     batch = plan.send(None)
     assert batch.steps[-1] == Command(("WAITAOF", 1, 0, 50), route="p:{t%3A1}:d")
@@ -87,3 +122,25 @@ def test_unknown_settings_are_refused() -> None:
         engine(durability="eventually")
     with pytest.raises(InvalidInput, match="keep_last"):
         engine(keep_last=0)
+
+
+def test_a_read_that_renews_the_ttl_renews_the_index_entry_when_due() -> None:
+    now = [100.0]
+    e = engine(ttl_ms=10_000, refresh_on_read=True)
+    e.discovery._clock = lambda: now[0]
+    shard = e.schema.index_of("t:1")
+    plan = e.get("t:1", "", None)
+    plan.send(None)
+    with pytest.raises(StopIteration) as done:
+        plan.send(None)  # nothing stored: nothing to index
+    assert done.value.value is None
+    stored = [[b"", b"c2", e._record(snap({}), "", []), [], []], [], []]  # entry, logs, items
+    plan = e.get("t:1", "", None)
+    plan.send(None)
+    assert plan.send(stored) == Call(SCRIPTS.index, shard.all, ("add", 20_000, "t%3A1"))  # found: index it
+    e.discovery.written("t:1", None, now[0])
+    plan = e.get("t:1", "", None)
+    plan.send(None)
+    with pytest.raises(StopIteration) as done:
+        plan.send(stored)  # written just now: the read is one call
+    assert done.value.value.checkpoint_id == "c2"

@@ -67,9 +67,24 @@ def test_first_put_of_a_thread_is_one_pipelined_round_trip(url: str, prefix: str
     saver.put({"configurable": {"thread_id": "warm", "checkpoint_ns": ""}}, cp(0), {}, {"n": 1, "messages": 1})
     seen = Commands(client)
     seen.since_last()
-    saver.put({"configurable": {"thread_id": "new", "checkpoint_ns": ""}}, cp(0), {"run_id": "r1"}, {"n": 1, "messages": 1})
-    # thread index + run index + the script: sent together in one pipeline
-    assert seen.since_last() == ["ZADD", "ZADD", "EVALSHA"]
+    saver.put(
+        {"configurable": {"thread_id": "new", "checkpoint_ns": ""}}, cp(0), {"run_id": "r1"}, {"n": 1, "messages": 1}
+    )
+    # the discovery entry (thread and run, one script on its shard) and the put: one pipeline
+    assert seen.since_last() == ["EVALSHA", "EVALSHA"]
+
+
+def test_with_a_ttl_a_warm_put_writes_no_discovery_key(url: str, prefix: str, client: redis.Redis) -> None:
+    saver = RedisSaver(url, prefix=prefix, ttl=60)
+    cfg = saver.put(
+        {"configurable": {"thread_id": "ttl", "checkpoint_ns": ""}}, cp(0), {"run_id": "r"}, {"n": 1, "messages": 1}
+    )
+    seen = Commands(client)
+    seen.since_last()
+    for i in range(1, 4):  # the thread's entry lives on until half the TTL has passed
+        cfg = saver.put(cfg, cp(i), {"run_id": "r"}, {"n": i + 1, "messages": i + 1})
+        saver.put_writes(cfg, [("n", i)], f"task-{i}")
+        assert seen.since_last() == ["EVALSHA", "EVALSHA"]  # the put, the writes: no index
 
 
 async def test_async_saver_is_one_command_too(url: str, prefix: str, client: redis.Redis) -> None:

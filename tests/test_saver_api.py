@@ -173,9 +173,14 @@ def test_retention_settings_are_checked(url: str, prefix: str) -> None:
 
 def test_list_of_every_thread_pages_through_the_discovery_index(url: str, prefix: str) -> None:
     saver = RedisSaver(url, prefix=prefix)
-    for i in range(1_100):  # more than two pages of 500
-        saver.put(root(f"thread-{i:04d}"), cp(i), {}, {"a": 1})
-    saver.delete_thread("thread-0499")  # a page boundary, and a gap
+    schema = saver.engine.schema
+    # 600 threads of one shard (more than a page of 500 in one shard), 500 spread over others
+    crowded = [t for t in (f"thread-{i:05d}" for i in range(100_000)) if schema.index_of(t).shard == 7][:600]
+    threads = crowded + [f"other-{i:04d}" for i in range(500)]
+    for i, t in enumerate(threads):
+        saver.put(root(t), cp(i), {}, {"a": 1})
+    saver.delete_thread(sorted(crowded)[499])  # a page boundary inside the shard, and a gap
     every = [t.config["configurable"]["thread_id"] for t in saver.list(None)]
-    assert len(every) == 1_099 and len(set(every)) == 1_099 and "thread-0499" not in every
-    assert [t.checkpoint["channel_values"]["a"] for t in saver.list(None, limit=3)] == [0, 1, 2]
+    assert sorted(every) == sorted(set(threads) - {sorted(crowded)[499]})
+    three = [t.checkpoint["channel_values"]["a"] for t in saver.list(None, limit=3)]
+    assert len(set(three)) == 3

@@ -138,7 +138,7 @@ def test_a_put_into_a_new_namespace_of_a_living_thread_is_not_a_new_thread(
 ) -> None:
     saver = ShallowRedisSaver(url, prefix=prefix)
     _put(saver, "t", {"a": 1})
-    client.delete(saver.engine.schema.threads)  # a discovery index lost: only a new thread re-adds it
+    client.delete(*saver.engine.schema.index_of("t").all)  # its discovery entry lost: only a new thread re-adds it
     sub = {"configurable": {"thread_id": "t", "checkpoint_ns": "child"}}
     cp = empty_checkpoint()
     cp["channel_values"], cp["channel_versions"] = {"a": 1}, {"a": 1}
@@ -263,5 +263,6 @@ def test_a_copy_takes_no_run_entry_or_alias_of_a_dropped_checkpoint(url: str, pr
     keys = saver.engine.keys("dst")
     runs = sorted(m.decode().split(":")[1] for m in client.zrangebylex(keys.index, "[r:", "[r:\xff"))
     assert runs == ["run-3", "run-4"]
-    registered = sorted(m.decode() for m in client.zrange(saver.engine.schema.runs, 0, -1) if m.endswith(b" dst"))
-    assert registered == ["run-3 dst", "run-4 dst"]
+    shard = saver.engine.schema.index_of("dst")
+    registered = sorted(m.decode() for m in client.zrangebylex(shard.entries, "[r:", "[r:\xff") if m.endswith(b" dst"))
+    assert registered == ["r:run-3 dst", "r:run-4 dst"]

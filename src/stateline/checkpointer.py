@@ -309,9 +309,7 @@ class _RedisPlans:
             raise InvalidInput(f"prefix must be a non-empty str (clear_all deletes its keys), got {prefix!r}")
         url, sync_client, async_client = _split_target(redis_url, client)
         self.serde = _serde(types, serde)
-        self._engine = Engine(
-            _codec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl), index_every_put=True
-        )
+        self._engine = Engine(_codec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl))
         self._conn = Connection(url, client=sync_client, aclient=async_client, data_dir=data_dir, **redis_options)
 
     @property
@@ -363,7 +361,8 @@ class RedisCheckpointer(_RedisPlans, BaseCheckpointer):
     stateline.connection), or a redis-py client (sync or asyncio, also as ``client=``);
     None uses the embedded server in ``data_dir``. ``types``: dataclasses, pydantic models
     and enums allowed in states. ``save`` and ``load`` are one round trip each, ``list``
-    one for any ``limit``. Keys: ``<prefix>{<session>}:d`` / ``:i``, ``<prefix>threads``.
+    one for any ``limit``. Keys: ``<prefix>{<session>}:d`` / ``:i``, and the discovery
+    shards ``<prefix>{threads:<k>}`` / ``:exp``.
     """
 
     async def save(self, checkpoint: Checkpoint, *, new_session: bool = False) -> None:

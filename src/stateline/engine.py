@@ -9,12 +9,12 @@ is ``keep_last=1``) and the whole-thread TTL are settings of the engine, not var
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import keys as K
 from .codec import FORMAT, ValueCodec, pack, pack_record, unpack, unpack_record
+from .discovery import Discovery
 from .elements import HINTS, ITEMS, KNOWN, item_cache
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
 from .keys import Schema, ThreadKeys, dec, enc
@@ -29,7 +29,6 @@ LIST_MIN_ITEMS = 4
 WRITE_LIST_MIN_BYTES = 256
 LIST_TYPE = "stateline.list"
 PAGE = 100
-THREAD_PAGE = 500
 # What one call may do, so that no command runs long on a shared server whatever the
 # thread's length: list items sent along with a read (more are fetched in pipelined HMGETs
 # of FETCH_ITEMS), bytes of records and values in a list page, ancestors per history
@@ -40,7 +39,6 @@ PAGE_BYTES = 1 << 20
 HISTORY_STEP = 64
 DROP_STEP = 64
 COPY_STEP = 256
-_CACHE_THREADS = 1024
 
 
 def _replay_order(w: Write) -> tuple[str, str, int]:
@@ -65,7 +63,6 @@ class Engine:
         refresh_on_read: bool = False,
         durability: str = "ack",
         durability_timeout_ms: int = 1000,
-        index_every_put: bool = False,
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidInput(f"durability must be one of {sorted(DURABILITY)}, got {durability!r}")
@@ -86,10 +83,7 @@ class Engine:
         self._known = KNOWN
         self._store = ITEMS
         self._hints = HINTS
-        self._registered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
-        # The cache above cannot see a thread expire or another process delete it; with
-        # index_every_put the index entries ride along every put (same round trip).
-        self.index_every_put = index_every_put
+        self.discovery = Discovery(self.schema, ttl_ms)
 
     def keys(self, thread_id: str) -> ThreadKeys:
         return self.schema.thread(thread_id)
@@ -112,14 +106,13 @@ class Engine:
         run = enc(snap.run_id) if snap.run_id else ""
         # The small arguments travel as one (ids are percent-encoded: never a space in them).
         deltas = int(bool(snap.delta_channels))
-        opts = (
-            f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {deltas} {run} {guard} {alias}"
-        )
+        opts = f"{ns} {cid} {self.ttl_ms} {self.keep_last} {int(snap.keep_existing)} {deltas} {run} {guard} {alias}"
         log_id = secrets.token_hex(6)  # a log this put starts (if it must) is named by it
         values = dict(snap.values)
         stale: set[str] = set()  # channels whose log hint the server refused
         items: dict[bytes, bytes] = {}  # items to send
-        index = self._registration(snap.thread_id, snap.run_id)
+        sent_at = self.discovery.now()
+        index = self.discovery.entry(snap.thread_id, snap.run_id)
         known = set(self._known.of(keys.data))
         for _attempt in range(4):
             value_args, elements, lists = self._value_args(snap, keys, ns, values, fields, stale)
@@ -167,8 +160,9 @@ class Engine:
         if not index and (reply[1] or reply[2]):
             # The thread (or run) was new to the server though this engine had indexed it:
             # deleted or expired meanwhile, maybe by another process. Index it again.
-            yield Batch(self._registration(snap.thread_id, snap.run_id, force=True))
-        self._registered_now(snap.thread_id, snap.run_id)
+            index = (self.discovery.add(snap.thread_id, [snap.run_id] if snap.run_id else []),)
+            yield index[0]
+        self.discovery.written(snap.thread_id, snap.run_id, sent_at if index else None)
         return None
 
     def _value_args(
@@ -230,7 +224,7 @@ class Engine:
         return self._items_cache.address(value, f"an item of {what}", key)
 
     def _with_elements(
-        self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Command, ...] = ()
+        self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Call | Command, ...] = ()
     ) -> Plan[Any]:
         """Sends ``call(sent, n)`` with the list elements not known to be stored yet. A stale
         cache is safe: the script answers 'missing' (writing nothing) and we send those."""
@@ -249,26 +243,7 @@ class Engine:
             to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
         raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
 
-    def _registration(self, thread_id: str, run_id: str | None, force: bool = False) -> tuple[Command, ...]:
-        """Discovery-index entries to add the first time this engine writes a thread (or
-        run), sent in the write's pipeline. Index first: readers drop an entry without
-        data on sight, but data without an entry would be invisible to discovery."""
-        known = (thread_id, None) in self._registered and (thread_id, run_id) in self._registered
-        if known and not (force or self.index_every_put):
-            return ()
-        steps = [Command(("ZADD", self.schema.threads, 0, enc(thread_id)))]
-        if run_id is not None:
-            steps.append(Command(("ZADD", self.schema.runs, 0, Schema.run_member(run_id, thread_id))))
-        return tuple(steps)
-
-    def _registered_now(self, thread_id: str, run_id: str | None) -> None:
-        if (thread_id, run_id) in self._registered and (thread_id, None) in self._registered:
-            return
-        self._registered[(thread_id, None)] = self._registered[(thread_id, run_id)] = None
-        while len(self._registered) > _CACHE_THREADS * 4:
-            self._registered.popitem(last=False)
-
-    def _send(self, call: Call, before: tuple[Command, ...] = ()) -> Plan[Any]:
+    def _send(self, call: Call, before: tuple[Call | Command, ...] = ()) -> Plan[Any]:
         """One write, in one round trip with the commands ``before`` it and, at a stronger
         durability level, the WAIT/WAITAOF that confirms it."""
         wait: tuple[Command, ...] = ()
@@ -301,8 +276,7 @@ class Engine:
         data_key = self.keys(thread_id).data
         self._known.forget(data_key)
         self._hints.forget(data_key)
-        for k in [k for k in list(self._registered) if k[0] == thread_id]:  # list(): atomic copy
-            self._registered.pop(k, None)
+        self.discovery.forget(thread_id)
 
     def put_writes(
         self, thread_id: str, ns: str, checkpoint_id: str, writes: Iterable[Write], special: frozenset[str]
@@ -328,7 +302,12 @@ class Engine:
             opts = f"{self.ttl_ms} {n} {n_over} {ns_e}"
             return Call(SCRIPTS.put_writes, keys, (opts, *sent, *overwrite, *keep_first))
 
-        yield from self._with_elements(thread_id, elements, call)
+        # Writes renew the thread's TTL, so they renew its index entry too when it is due.
+        sent_at = self.discovery.now()
+        index = self.discovery.entry(thread_id) if self.ttl_ms else ()
+        yield from self._with_elements(thread_id, elements, call, index)
+        if index:
+            self.discovery.written(thread_id, None, sent_at)
 
     def _write_value(self, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
         """A write record; a list of sizeable items (messages) refers to its items by digest,
@@ -359,8 +338,18 @@ class Engine:
                 stored = self._stored(thread_id, entry, items)
                 if checkpoint_id is None:
                     self._learn(keys, entry, items)
+                yield from self._renewed(thread_id)
                 return stored
         raise StoredDataError(f"thread {thread_id!r}: list items of a checkpoint keep disappearing while it is read")
+
+    def _renewed(self, thread_id: str) -> Plan[None]:
+        """After a read that renewed the thread's TTL: its index entry too, when due."""
+        if self.refresh_ms:
+            sent_at = self.discovery.now()
+            index = self.discovery.entry(thread_id)
+            if index:
+                yield index[0]
+                self.discovery.written(thread_id, None, sent_at)
 
     def _fetch(self, keys: ThreadKeys, logs: list[Any], writes: list[list[Any]], inline: list[Any]) -> Plan[Any]:
         """digest -> item for every item of a reply (``logs``: log, digests... ; ``writes``:
@@ -406,7 +395,9 @@ class Engine:
         for ref, value in zip(index[2], values, strict=True):
             if isinstance(value, list):
                 _kind, n, log = value
-                self._hints.put((keys.data, ns_e, dec(ref.split(":", 3)[2])), (_text(log), n, logs[_text(log)][: 16 * n]))
+                self._hints.put(
+                    (keys.data, ns_e, dec(ref.split(":", 3)[2])), (_text(log), n, logs[_text(log)][: 16 * n])
+                )
 
     def list(
         self,
@@ -471,30 +462,19 @@ class Engine:
         return out
 
     def threads(self, limit: int | None = None) -> Plan[list[str]]:
-        """Thread ids from the discovery index (at most ``limit``), dropping entries whose
-        data is gone. Two round trips per page of 500 ids."""
+        """Thread ids from the discovery index (at most ``limit``), sorted, dropping entries
+        whose data is gone. A round trip per few shards and per page of 500 ids."""
         found: list[str] = []
         bound: str | None = "-"
         while bound is not None and (limit is None or len(found) < limit):
             page, bound = yield from self.thread_page(bound)
             found += page
-        return found if limit is None else found[:limit]
+        return sorted(found if limit is None else found[:limit])
 
     def thread_page(self, bound: str = "-") -> Plan[tuple[list[str], str | None]]:
-        """One page of live thread ids from ``bound`` on, and the bound of the next page
-        (None after the last)."""
-        members = yield Command(("ZRANGEBYLEX", self.schema.threads, bound, "+", "LIMIT", 0, THREAD_PAGE))
-        if not members:
-            return [], None
-        ids = [dec(m) for m in members]
-        exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in ids))
-        gone = [enc(t) for t, alive in zip(ids, exists, strict=True) if not alive]
-        if gone:
-            yield Command(("ZREM", self.schema.threads, *gone))
-            for t in gone:
-                self._forget(dec(t))
-        live = [t for t, alive in zip(ids, exists, strict=True) if alive]
-        return live, (None if len(members) < THREAD_PAGE else "(" + _text(members[-1]))
+        """One page of live thread ids from ``bound`` ('-' = the first page) on, and the
+        bound of the next page (None after the last); see Discovery.page."""
+        return (yield from self.discovery.page(bound))
 
     def delta_history(
         self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]
@@ -539,15 +519,11 @@ class Engine:
     # -- deleting and copying ----------------------------------------------------------------
 
     def delete_thread(self, thread_id: str) -> Plan[None]:
-        """Deletes the thread's two keys and its entries in the discovery indexes."""
-        keys = self.keys(thread_id)
-        self._forget(thread_id)
-        runs = yield Command(("ZRANGEBYLEX", keys.index, *K.kind_range("r")))
-        members = {Schema.run_member(dec(K.run_of(m)), thread_id) for m in runs}
-        steps = [Command(("UNLINK", *keys.all)), Command(("ZREM", self.schema.threads, enc(thread_id)))]
-        if members:
-            steps.append(Command(("ZREM", self.schema.runs, *sorted(members))))
-        yield Batch(tuple(steps))
+        """Deletes the thread's two keys, then its discovery entries and those of every run
+        it had (the index remembers them even where retention dropped their checkpoints).
+        One round trip, more only for a thread with hundreds of runs."""
+        self._forget_items(thread_id)
+        yield from self.discovery.unindex([thread_id], before=(Command(("UNLINK", *self.keys(thread_id).all)),))
 
     def thread_stats(self) -> Plan[list[ThreadStats]]:
         """Checkpoints, writes, bytes (MEMORY USAGE) and TTL of every thread. Two round trips."""
@@ -573,7 +549,11 @@ class Engine:
         """Deletes one checkpoint and its writes, and the values no other checkpoint
         uses; False if it was not stored. One round trip."""
         self._forget_items(thread_id)
-        reply = yield Call(SCRIPTS.delete_checkpoint, self.keys(thread_id).all, (enc(ns), enc(checkpoint_id)))
+        keys = self.keys(thread_id)
+        call = Call(SCRIPTS.delete_checkpoint, keys.all, (enc(ns), enc(checkpoint_id)))
+        reply, alive = yield Batch((call, Command(("EXISTS", keys.index))))
+        if not alive:  # that was all the thread had: the script deleted it
+            yield from self.discovery.unindex([thread_id])
         return bool(reply)
 
     def _forget_items(self, thread_id: str) -> None:
@@ -587,7 +567,7 @@ class Engine:
         meanwhile may survive. Returns how many keys it deleted."""
         self._known.forget()
         self._hints.forget()
-        self._registered.clear()
+        self.discovery.forget()
         deleted = 0
         step: Scan | None = Scan(self.schema.thread_pattern)
         while step is not None:
@@ -595,7 +575,7 @@ class Engine:
             if found:  # one command per key: on a cluster each goes to its own slot
                 deleted += sum((yield Batch(tuple(Command(("UNLINK", k)) for k in found))))
             step = None if cursor is None else Scan(step.match, cursor)
-        replies = yield Batch((Command(("UNLINK", self.schema.threads)), Command(("UNLINK", self.schema.runs))))
+        replies = yield self.discovery.delete_all()
         return deleted + sum(replies)
 
     def prune(self, thread_id: str, keep: int) -> Plan[int]:
@@ -614,24 +594,33 @@ class Engine:
                 return removed
 
     def delete_runs(self, run_ids: Sequence[str]) -> Plan[int]:
-        if not run_ids:
-            return 0
-        found = yield Batch(tuple(Command(("ZRANGEBYLEX", self.schema.runs, *K.runs_range(r))) for r in run_ids))
-        by_thread: dict[str, list[str]] = {}
-        members: list[bytes] = []
-        for run_id, entries in zip(run_ids, found, strict=True):
-            for m in entries:
-                members.append(m)
-                by_thread.setdefault(K.thread_of_run_entry(m), []).append(enc(run_id))
-        removed = 0
-        for thread_id, runs in by_thread.items():
+        """Deletes every checkpoint (with its writes) of the runs, in every thread the
+        discovery index holds them in; returns how many went. A thread left empty goes
+        from the index with all its runs."""
+        runs = list(dict.fromkeys(enc(r) for r in run_ids))
+        removed, more = 0, bool(runs)
+        while more:  # more: a run had more threads than one lookup returns
+            by_thread, more = yield from self.discovery.threads_of_runs(runs)
+            if not by_thread:
+                break
+            removed += yield from self._delete_runs_in(by_thread)
+        return removed
+
+    def _delete_runs_in(self, by_thread: dict[str, list[str]]) -> Plan[int]:
+        """Deletes the runs' checkpoints thread by thread (DROP_STEP per call, the threads'
+        calls in one pipeline), then their index entries: all of a thread it emptied."""
+        removed, todo = 0, dict(by_thread)
+        for thread_id in todo:
             self._forget_items(thread_id)
-            more = 1
-            while more:
-                went, more = yield Call(SCRIPTS.delete_runs, self.keys(thread_id).all, (DROP_STEP, *runs))
-                removed += went
-        if members:
-            yield Command(("ZREM", self.schema.runs, *members))
+        while todo:
+            steps = tuple(Call(SCRIPTS.delete_runs, self.keys(t).all, (DROP_STEP, *runs)) for t, runs in todo.items())
+            replies = yield Batch(steps)
+            removed += sum(went for went, _more in replies)
+            todo = {t: runs for (t, runs), (_went, more) in zip(todo.items(), replies, strict=True) if more}
+        exists = yield Batch(tuple(Command(("EXISTS", self.keys(t).index)) for t in by_thread))
+        alive = dict(zip(by_thread, exists, strict=True))
+        entries = tuple(self.discovery.drop_runs(t, runs) for t, runs in by_thread.items() if alive[t])
+        yield from self.discovery.unindex([t for t, a in alive.items() if not a], before=entries)
         return removed
 
     def copy_thread(self, source: str, target: str) -> Plan[int]:
@@ -673,14 +662,14 @@ class Engine:
         step = 2 * COPY_STEP
         for i in range(0, max(len(fields), len(members)), step):
             page = fields[i : i + step]
-            reply = yield Call(SCRIPTS.restore, keys, (self.ttl_ms, int(i == 0), len(page) // 2, *page, *members[i : i + step]))
+            reply = yield Call(
+                SCRIPTS.restore, keys, (self.ttl_ms, int(i == 0), len(page) // 2, *page, *members[i : i + step])
+            )
             if _text(reply[0]) == "exists":
                 raise InvalidInput(f"cannot copy into thread {target!r}: it exists already (delete it first)")
         # Indexed once the copy is made (a refused copy must leave no entry): a crash in
         # between leaves the copy unlisted until a process writes to it and indexes it.
-        steps = [Command(("ZADD", self.schema.threads, 0, enc(target)))]
-        steps += [Command(("ZADD", self.schema.runs, 0, Schema.run_member(dec(r), target))) for r in runs]
-        yield Batch(tuple(steps))
+        yield self.discovery.add_all(target, [dec(r) for r in runs])
         return n
 
     # -- decoding ----------------------------------------------------------------------------

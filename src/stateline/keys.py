@@ -2,8 +2,10 @@
 
 A thread owns two keys sharing one Redis Cluster hash tag, ``<prefix>{<thread>}:d`` (a hash
 of records) and ``<prefix>{<thread>}:i`` (a sorted set ordered by member bytes); the field
-and member layout is documented in ``scripts/_lib.lua``. Discovery indexes that cannot
-share a thread's slot are ``<prefix>threads`` and ``<prefix>runs``.
+and member layout is documented in ``scripts/_lib.lua``. The discovery index (threads, and
+the runs of each thread) cannot share a thread's slot: it is split into ``SHARDS`` pairs of
+keys, ``<prefix>{threads:<k>}`` and ``<prefix>{threads:<k>}:exp``, each pair with a tag of
+its own; a thread's entries live in the shard its id hashes to (``scripts/index.lua``).
 
 Every component (thread, namespace, checkpoint id, channel, version, task) is
 percent-encoded, so ``:``, ``{``, ``}``, ``|``, spaces and non-ASCII text never reach a key
@@ -13,13 +15,17 @@ raw: two different ids can neither collide nor escape their hash tag.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from .errors import InvalidInput
 
-__all__ = ["ThreadKeys", "Schema", "enc", "dec"]
+__all__ = ["ThreadKeys", "IndexKeys", "Schema", "SHARDS", "enc", "dec"]
+
+# Discovery shards: fixed, since a thread's shard is a function of its id and this number.
+SHARDS = 64
 
 
 _UNCHANGED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch  # what quote() keeps as it is (uuids...)
@@ -60,6 +66,20 @@ class ThreadKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexKeys:
+    """One discovery shard: ``entries`` (threads and their runs, all scores 0) and ``expiry``
+    (threads scored by when their entries may go); one hash tag, so one script sees both."""
+
+    shard: int
+    entries: str
+    expiry: str
+
+    @property
+    def all(self) -> tuple[str, str]:
+        return (self.entries, self.expiry)
+
+
+@dataclass(frozen=True, slots=True)
 class Schema:
     prefix: str
 
@@ -73,13 +93,16 @@ class Schema:
         enc(thread_id)  # refuses a non-str before the cache hashes it
         return _thread_keys(self.prefix, thread_id)
 
-    @property
-    def threads(self) -> str:
-        return self.prefix + "threads"
+    def index_of(self, thread_id: str) -> IndexKeys:
+        """The discovery shard of a thread (a stable hash of its encoded id)."""
+        return self.index(zlib.crc32(enc(thread_id).encode()) % SHARDS)
+
+    def index(self, shard: int) -> IndexKeys:
+        return _index_keys(self.prefix, shard)
 
     @property
-    def runs(self) -> str:
-        return self.prefix + "runs"
+    def indexes(self) -> tuple[IndexKeys, ...]:
+        return tuple(self.index(k) for k in range(SHARDS))
 
     @property
     def thread_pattern(self) -> str:
@@ -95,10 +118,13 @@ class Schema:
         tag = key[len(self.prefix) + 1 : key.rindex("}")]
         return "" if tag == "%" else dec(tag)
 
-    @staticmethod
-    def run_member(run_id: str, thread_id: str) -> str:
-        """A discovery entry of the runs index, from raw ids."""
-        return f"{enc(run_id)} {enc(thread_id)}"
+
+@lru_cache(maxsize=256)
+def _index_keys(prefix: str, shard: int) -> IndexKeys:
+    # 'threads:<k>' as the tag: ':' is never raw in an encoded thread id, so no thread's
+    # tag can equal it, and thread_pattern (ending in '}:d' or '}:i') never matches these keys.
+    base = f"{prefix}{{threads:{shard}}}"
+    return IndexKeys(shard, base, base + ":exp")
 
 
 @lru_cache(maxsize=4096)
@@ -153,12 +179,32 @@ def run_of(member: bytes) -> str:
     return member.split(b":", 2)[1].decode()
 
 
-def runs_range(run_id: str) -> tuple[bytes, bytes]:
-    """ZRANGEBYLEX bounds of the discovery entries ``<run> <thread>`` of one (raw) run id."""
-    start = f"[{enc(run_id)} ".encode()
+# Members of a discovery shard's ``entries`` (mirrors scripts/index.lua); ids encoded.
+THREAD_ENTRIES = (b"[t:", b"[t:\xff")
+
+
+def thread_entry_bound(member: bytes | str) -> bytes:
+    """The (exclusive) ZRANGEBYLEX bound of the thread entries after ``member``."""
+    return b"(" + (member.encode() if isinstance(member, str) else member)
+
+
+def thread_of_entry(member: bytes | str) -> str:
+    """The (raw) thread id of a discovery entry ``t:<thread>``."""
+    return dec(member[2:])
+
+
+def runs_range(run: str) -> tuple[bytes, bytes]:
+    """ZRANGEBYLEX bounds of the discovery entries ``r:<run> <thread>`` of one encoded run id."""
+    start = f"[r:{run} ".encode()
     return start, start + b"\xff"
 
 
-def thread_of_run_entry(entry: bytes) -> str:
-    """The (raw) thread id of a discovery entry ``<run> <thread>``."""
-    return dec(entry.split(b" ", 1)[1])
+def run_entries(thread: str, runs: list[str]) -> list[str]:
+    """Both discovery entries of each run of a thread (encoded ids): by run and by thread."""
+    return [m for r in runs for m in (f"r:{r} {thread}", f"m:{thread} {r}")]
+
+
+def thread_of_run_entry(entry: bytes | str) -> str:
+    """The (raw) thread id of a discovery entry ``r:<run> <thread>``."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return dec(text.split(" ", 1)[1])

@@ -55,7 +55,6 @@ class _Settings(TypedDict):
     refresh_on_read: bool
     durability: str
     durability_timeout_ms: int
-    index_every_put: bool
 
 
 def _one_id(value: Any, what: str) -> str:
@@ -142,8 +141,6 @@ class RedisSaver(BaseCheckpointSaver[str]):
             "refresh_on_read": refresh or refresh_on_read,
             "durability": durability,
             "durability_timeout_ms": durability_timeout_ms,
-            # An expired thread leaves the discovery index; with a TTL every put re-adds it.
-            "index_every_put": ttl_ms > 0,
         }
         if not isinstance(max_value_bytes, int) or max_value_bytes < 1:
             raise InvalidInput(f"max_value_bytes must be a positive int, got {max_value_bytes!r}")
