@@ -827,6 +827,7 @@ def test_delete_all_plan_scans_then_unlinks_key_by_key_then_the_indexes() -> Non
 
 def test_delete_checkpoint_plan_is_one_round_trip_unless_it_empties_the_thread() -> None:
     engine = Engine(ValueCodec(Serde()), prefix="p:")
+    engine.discovery._wall = lambda: 1.0
     plan = engine.delete_checkpoint("a b", "", "c1")
     call = Call(SCRIPTS.delete_checkpoint, ("p:{a%20b}:d", "p:{a%20b}:i"), ("", "c1"))
     assert plan.send(None) == Batch((call, Command(("EXISTS", "p:{a%20b}:i"))))
@@ -836,7 +837,7 @@ def test_delete_checkpoint_plan_is_one_round_trip_unless_it_empties_the_thread()
     plan = engine.delete_checkpoint("a b", "", "c1")
     plan.send(None)
     shard = engine.schema.index_of("a b")
-    assert plan.send([1, 0]) == Batch((Call(SCRIPTS.index, shard.all, ("drop", "a%20b")),))  # its last one
+    assert plan.send([1, 0]) == Batch((Call(SCRIPTS.index, shard.all, ("drop", 1000, "a%20b")),))  # its last one
     with pytest.raises(StopIteration) as done:
         plan.send([1])
     assert done.value.value is True

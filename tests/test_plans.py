@@ -14,7 +14,9 @@ from stateline.records import Snapshot, Write
 
 
 def engine(**kw) -> Engine:
-    return Engine(ValueCodec(JsonPlusSerializer()), prefix="p:", **kw)
+    e = Engine(ValueCodec(JsonPlusSerializer()), prefix="p:", **kw)
+    e.discovery._wall = lambda: 1.0  # index entries are scored by the Unix time in ms: 1000
+    return e
 
 
 def snap(values: dict, **kw) -> Snapshot:
@@ -30,14 +32,14 @@ def test_first_put_registers_the_thread_in_the_same_pipeline_then_sends_one_call
     step = plan.send(None)
     assert isinstance(step, Batch)
     shard = e.schema.index_of("t:1")
-    assert step.steps[0] == Call(SCRIPTS.index, shard.all, ("add", 0, "t%3A1", "r"))
+    assert step.steps[0] == Call(SCRIPTS.index, shard.all, ("add", 1000, 0, "t%3A1", "r"))
     assert step.steps[1].script == SCRIPTS.put and step.steps[1].keys == ("p:{t%3A1}:d", "p:{t%3A1}:i")
     with pytest.raises(StopIteration):
         plan.send([1, [b"ok", 1, 1, []]])
     again = e.put(snap({"a": 2}, run_id="r")).send(None)
     assert isinstance(again, Call)  # registered now: one EVALSHA
     other_run = e.put(snap({"a": 3}, run_id="r2")).send(None)
-    assert other_run.steps[0] == Call(SCRIPTS.index, shard.all, ("add", 0, "t%3A1", "r2"))
+    assert other_run.steps[0] == Call(SCRIPTS.index, shard.all, ("add", 1000, 0, "t%3A1", "r2"))
 
 
 def test_with_a_ttl_the_entry_is_written_again_once_half_the_ttl_passed() -> None:
@@ -45,7 +47,7 @@ def test_with_a_ttl_the_entry_is_written_again_once_half_the_ttl_passed() -> Non
     e = engine(ttl_ms=10_000)
     e.discovery._clock = lambda: now[0]
     shard = e.schema.index_of("t:1")
-    add = Call(SCRIPTS.index, shard.all, ("add", 20_000, "t%3A1"))  # an entry lives twice the TTL
+    add = Call(SCRIPTS.index, shard.all, ("add", 1000, 20_000, "t%3A1"))  # an entry lives twice the TTL
     plan = e.put(snap({"a": 1}))
     assert plan.send(None).steps[0] == add
     with pytest.raises(StopIteration):
@@ -69,7 +71,9 @@ def test_a_put_that_finds_its_thread_new_indexes_it_again() -> None:
     plan = e.put(snap({"a": 1}))
     assert isinstance(plan.send(None), Call)
     shard = e.schema.index_of("t:1")
-    assert plan.send([b"ok", 1, 0, []]) == Call(SCRIPTS.index, shard.all, ("add", 0, "t%3A1"))  # deleted elsewhere
+    assert plan.send([b"ok", 1, 0, []]) == Call(
+        SCRIPTS.index, shard.all, ("add", 1000, 0, "t%3A1")
+    )  # deleted elsewhere
 
 
 def n_sent(call: Call) -> int:
@@ -137,7 +141,7 @@ def test_a_read_that_renews_the_ttl_renews_the_index_entry_when_due() -> None:
     stored = [[b"", b"c2", e._record(snap({}), "", []), [], []], [], []]  # entry, logs, items
     plan = e.get("t:1", "", None)
     plan.send(None)
-    assert plan.send(stored) == Call(SCRIPTS.index, shard.all, ("add", 20_000, "t%3A1"))  # found: index it
+    assert plan.send(stored) == Call(SCRIPTS.index, shard.all, ("add", 1000, 20_000, "t%3A1"))  # found: index it
     e.discovery.written("t:1", None, now[0])
     plan = e.get("t:1", "", None)
     plan.send(None)

@@ -48,13 +48,14 @@ class _Indexed:
 class Discovery:
     """Plans on the discovery shards of one prefix; ``ttl_ms`` is the threads' TTL."""
 
-    def __init__(self, schema: Schema, ttl_ms: int, clock: Any = time.monotonic) -> None:
+    def __init__(self, schema: Schema, ttl_ms: int, clock: Any = time.monotonic, wall: Any = time.time) -> None:
         self.schema = schema
         # An entry lives twice the TTL and is written again once half the TTL has passed,
         # so it outlives its thread (whose TTL every write renews) by at least half a TTL.
         self.life_ms = 2 * ttl_ms
         self._refresh_s = ttl_ms / 2000 if ttl_ms else float("inf")
-        self._clock = clock
+        self._clock = clock  # when to write an entry again (immune to the wall clock's jumps)
+        self._wall = wall  # entries' expiry scores, in Unix ms
         self._indexed: OrderedDict[str, _Indexed] = OrderedDict()
 
     # -- writing ------------------------------------------------------------------------
@@ -70,7 +71,8 @@ class Discovery:
     def add(self, thread_id: str, run_ids: Sequence[str]) -> Call:
         """Indexes a thread and up to RUNS_PER_CALL runs of it."""
         shard = self.schema.index_of(thread_id)
-        return Call(SCRIPTS.index, shard.all, ("add", self.life_ms, enc(thread_id), *map(enc, run_ids)))
+        args = ("add", self._now_ms(), self.life_ms, enc(thread_id), *map(enc, run_ids))
+        return Call(SCRIPTS.index, shard.all, args)
 
     def add_all(self, thread_id: str, run_ids: Iterable[str]) -> Batch:
         """Indexes a thread and any number of its runs, in calls of RUNS_PER_CALL runs."""
@@ -98,6 +100,9 @@ class Discovery:
     def now(self) -> float:
         return self._clock()
 
+    def _now_ms(self) -> int:
+        return int(self._wall() * 1000)
+
     def forget(self, thread_id: str | None = None) -> None:
         """This process no longer knows the thread (None: any thread) to be indexed."""
         if thread_id is None:
@@ -123,7 +128,7 @@ class Discovery:
         return replies
 
     def _drop(self, thread_id: str) -> Call:
-        return Call(SCRIPTS.index, self.schema.index_of(thread_id).all, ("drop", enc(thread_id)))
+        return Call(SCRIPTS.index, self.schema.index_of(thread_id).all, ("drop", self._now_ms(), enc(thread_id)))
 
     def drop_runs(self, thread_id: str, runs: Sequence[str]) -> Command:
         """Removes the entries of the (encoded) runs of a thread that still lives."""

@@ -6,11 +6,13 @@
 --           m:<thread> <run>       the runs of a thread (kept while the thread lives, even
 --                                  when retention dropped their checkpoints)
 --           r:<run> <thread>       the threads of a run (what delete_for_runs looks up)
---       X = <prefix>{threads:<k>}:exp, a sorted set: <thread> scored by the server time in
---           ms after which its entries may go (threads without a TTL are not in it)
--- ARGV: 'add', life_ms (0 = no TTL), thread, run...   index a thread and runs of it; the
---              entry lives life_ms from now, or longer if it already did
---       'drop', thread                                  remove a thread's entries
+--       X = <prefix>{threads:<k>}:exp, a sorted set: <thread> scored by the time (Unix ms)
+--           after which its entries may go (threads without a TTL are not in it)
+-- ARGV: 'add', now_ms, life_ms (0 = no TTL), thread, run...   index a thread and runs of
+--              it; the entry lives life_ms from now, or longer if it already did
+--       'drop', now_ms, thread                                  remove a thread's entries
+-- now_ms is the client's clock (TIME is outside the ACL categories a user of stateline
+-- needs); an entry outlives its thread by half a TTL, far more than clocks disagree.
 -- Ids are percent-encoded by the client (never a space or ':' in them).
 -- Reply: 1; 0 when 'drop' left run entries of the thread for another call.
 -- Then every call removes expired threads with their runs, at most EXPIRED threads and
@@ -18,11 +20,6 @@
 -- grows with the shard or with a thread's runs; a thread with more runs goes over calls.
 local L, X = KEYS[1], KEYS[2]
 local BUDGET, EXPIRED = 256, 32
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 -- Removes up to `budget` runs of a thread and, once it has none left, the thread.
 -- Returns whether the thread is gone and how many runs went.
@@ -58,7 +55,7 @@ end
 
 local function index_thread(now, life, thread)
   local members = {0, 't:' .. thread}
-  for i = 4, #ARGV do
+  for i = 5, #ARGV do
     members[#members + 1] = 0; members[#members + 1] = 'm:' .. thread .. ' ' .. ARGV[i]
     members[#members + 1] = 0; members[#members + 1] = 'r:' .. ARGV[i] .. ' ' .. thread
   end
@@ -78,11 +75,11 @@ local function trim_expired(now, budget)
   end
 end
 
-local now, reply, budget = now_ms(), 1, BUDGET
+local now, reply, budget = tonumber(ARGV[2]), 1, BUDGET
 if ARGV[1] == 'add' then
-  index_thread(now, tonumber(ARGV[2]), ARGV[3])
+  index_thread(now, tonumber(ARGV[3]), ARGV[4])
 else
-  local gone, used = unindex(ARGV[2], BUDGET)
+  local gone, used = unindex(ARGV[3], BUDGET)
   reply, budget = gone and 1 or 0, BUDGET - used
 end
 trim_expired(now, budget)
