@@ -12,8 +12,9 @@ servers, whatever happens to the process that starts one (killed, interrupted, a
   directory by this lock alone, adopts it (waiting for it when a start was interrupted) and
   starts one only when the lock is free. A server answering on that port is ours only if it
   says its directory (``CONFIG GET dir``) is this one.
-- ``server.json``: port, pid and idle timeout, for people and tools; written atomically
-  (a temporary file, fsync, rename), so it is never half written.
+- ``server.json``: port, pid and idle timeout, for people and tools (and the idle timeout
+  the server's watcher follows); written atomically (a temporary file, fsync, rename), so
+  it is never half written.
 
 A server started with an idle timeout (``idle_timeout``, or the ``STATELINE_IDLE_TIMEOUT``
 environment variable, in seconds; 0 means never) shuts down by itself once no process has
