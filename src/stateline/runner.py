@@ -23,7 +23,6 @@ from .errors import (
     ServerUnavailable,
     StoredDataError,
 )
-from .held import held
 from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
@@ -94,21 +93,13 @@ MAPPED = _Mapped()
 
 
 def _queue(target: Any, step: Call | Command) -> Any:
+    """``step`` sent through redis-py's ``execute_command`` (of a client: the reply, or an
+    awaitable of it for an asyncio client; of a pipeline: queued)."""
     if isinstance(step, Call):  # execute_command: cluster pipelines refuse .evalsha()
         return target.execute_command(*_args(step))
     if step.route is not None and is_cluster(target):
         return target.execute_command(*step.args, target_nodes=target.get_node_from_key(step.route))
     return target.execute_command(*step.args)
-
-
-def _single(client: Any, step: Call | Command) -> Any:
-    """One step on its own (not in a pipeline): a script call on a kept connection when the
-    client qualifies (see held.py). Returns the reply, or for an asyncio client an awaitable."""
-    if isinstance(step, Call):
-        kept = held(client)
-        if kept is not None:
-            return kept.call(_args(step))
-    return _queue(client, step)
 
 
 def _routed(client: Any, batch: Batch) -> bool:
@@ -219,11 +210,11 @@ def _execute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch):
         return _raise_first(_pipeline(client, step.steps))
     try:
-        return _single(client, step)
+        return _queue(client, step)
     except rx.NoScriptError:
         assert isinstance(step, Call)
         client.script_load(step.script.body)
-        return _single(client, step)
+        return _queue(client, step)
 
 
 def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
@@ -319,11 +310,11 @@ async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch):
         return _raise_first(await _apipeline(client, step.steps))
     try:
-        return await _single(client, step)
+        return await _queue(client, step)
     except rx.NoScriptError:
         assert isinstance(step, Call)
         await client.script_load(step.script.body)
-        return await _single(client, step)
+        return await _queue(client, step)
 
 
 async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:

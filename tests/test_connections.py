@@ -1,5 +1,6 @@
-"""Script calls reuse a kept connection (held.py): no reply ever reaches the wrong call,
-whatever happens to the connection, and only plain clients take that path."""
+"""stateline's calls go through redis-py's own connection pool: whatever happens to a
+connection (closed by the server, an interrupt or a cancellation mid-call, a fork, threads),
+no reply reaches the wrong call, the pool stays whole, and instrumented clients see every call."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ import redis.asyncio as aredis
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
-from stateline import AuthenticationFailed, ServerUnavailable
-from stateline.held import held
+from stateline import ServerUnavailable
 from stateline.langgraph import AsyncRedisSaver, RedisSaver
 from stateline.plan import SCRIPTS
 
@@ -44,13 +44,18 @@ def latest_n(saver: RedisSaver, thread: str) -> int:
     return got.checkpoint["channel_values"]["n"]
 
 
-def kept_connection(saver: RedisSaver, thread: str) -> Any:
-    """The one connection kept after two puts on ``thread`` (a thread's first put is a
-    pipeline, which indexes the thread; the second is a script call)."""
-    put(saver, thread, 0)
-    put(saver, thread, 1)
-    (conn,) = held(saver._conn.sync).idle
-    return conn
+def cfg(thread: str) -> dict:
+    return {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+
+
+async def aput(saver: AsyncRedisSaver, thread: str, n: int) -> dict:
+    return await saver.aput(cfg(thread), checkpoint(n), {"step": n}, {"n": n + 1, "log": n + 1})
+
+
+async def alatest_n(saver: AsyncRedisSaver, thread: str) -> int:
+    got = await saver.aget_tuple({"configurable": {"thread_id": thread}})
+    assert got is not None
+    return got.checkpoint["channel_values"]["n"]
 
 
 class Interrupted(Exception):
@@ -61,11 +66,22 @@ def test_a_connection_killed_by_the_server_is_replaced_and_the_put_lands(
     url: str, prefix: str, client: redis.Redis
 ) -> None:
     saver = RedisSaver(url, prefix=prefix)
-    kept_connection(saver, "killed")
+    put(saver, "killed", 0)
+    put(saver, "killed", 1)  # the pool now holds an idle connection
     killed = client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
-    put(saver, "killed", 2)  # checked before reuse, as the pool checks: reconnected, then sent
+    put(saver, "killed", 2)  # the pool checks the idle connection before lending it: reconnected
     assert latest_n(saver, "killed") == 2
+
+
+class Seen(aredis.Connection):
+    """An asyncio connection that lists itself, so a test can wait for it to see a close."""
+
+    made: list[Any] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.made.append(self)
 
 
 async def closed(conn: Any) -> None:
@@ -81,22 +97,14 @@ async def closed(conn: Any) -> None:
 
 
 async def test_an_async_connection_killed_by_the_server_is_replaced(url: str, prefix: str, client: redis.Redis) -> None:
-    saver = AsyncRedisSaver(url, prefix=prefix)
+    saver = AsyncRedisSaver(url, prefix=prefix, connection_class=Seen)
     for n in range(2):
-        await saver.aput(
-            {"configurable": {"thread_id": "killed", "checkpoint_ns": ""}},
-            checkpoint(n),
-            {},
-            {"n": n + 1, "log": n + 1},
-        )
-    (conn,) = held(saver._conn.aio).idle
+        await aput(saver, "killed", n)
     assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+    (conn,) = Seen.made
     await asyncio.wait_for(closed(conn), 5)
-    await saver.aput(
-        {"configurable": {"thread_id": "killed", "checkpoint_ns": ""}}, checkpoint(2), {}, {"n": 3, "log": 3}
-    )
-    got = await saver.aget_tuple({"configurable": {"thread_id": "killed"}})
-    assert got is not None and got.checkpoint["channel_values"]["n"] == 2
+    await aput(saver, "killed", 2)  # the pool checks the idle connection before lending it: reconnected
+    assert await alatest_n(saver, "killed") == 2
 
 
 def test_an_interrupt_during_a_call_leaves_no_reply_for_the_next_one(
@@ -149,10 +157,10 @@ async def test_a_cancelled_async_call_leaves_no_reply_for_the_next_one(
 
 
 def test_a_forked_child_talks_over_connections_of_its_own(url: str, prefix: str) -> None:
-    """Parent and child write at once with the saver made before the fork: sharing the kept
+    """Parent and child write at once with the saver made before the fork: sharing a pooled
     socket would hand each one the other's replies."""
     saver = RedisSaver(url, prefix=prefix)
-    kept_connection(saver, "parent")  # a connection the child inherits
+    put(saver, "parent", 0)  # a pooled connection the child inherits
     rounds = 150
     pid = os.fork()
     if pid == 0:  # the child
@@ -174,7 +182,7 @@ def test_a_forked_child_talks_over_connections_of_its_own(url: str, prefix: str)
     assert latest_n(saver, "child") == rounds - 1
 
 
-def test_threads_each_get_a_connection_and_at_most_eight_are_kept(url: str, prefix: str) -> None:
+def test_sixteen_threads_share_one_saver(url: str, prefix: str) -> None:
     saver = RedisSaver(url, prefix=prefix)
     start = threading.Barrier(16)
 
@@ -187,12 +195,6 @@ def test_threads_each_get_a_connection_and_at_most_eight_are_kept(url: str, pref
     with ThreadPoolExecutor(16) as pool:
         for done in [pool.submit(work, i) for i in range(16)]:
             done.result()  # raises a thread's error here
-    kept = held(saver._conn.sync)
-    assert 1 <= len(kept.idle) <= 8
-
-
-class CustomPool(redis.ConnectionPool):
-    pass
 
 
 class Traced(redis.Redis):
@@ -210,30 +212,7 @@ def traced_method(method: Any, seen: list[str]) -> Any:
     return traced
 
 
-def test_only_plain_clients_keep_connections(url: str, prefix: str) -> None:
-    assert held(redis.Redis.from_url(url)) is not None
-    assert held(aredis.Redis.from_url(url)) is not None
-    assert held(redis.Redis.from_url(url, protocol=3)) is not None  # (redis-py 8's default)
-    assert held(redis.Redis.from_url(url, max_connections=3)) is None  # too few to keep any
-    assert held(redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url))) is not None
-    instance_patched = redis.Redis.from_url(url)
-    instance_patched.execute_command = lambda *a, **k: None  # type: ignore[method-assign]
-    not_plain = [
-        redis.Redis(connection_pool=CustomPool.from_url(url)),
-        redis.Redis.from_url(url, single_connection_client=True),
-        aredis.Redis.from_url(url, single_connection_client=True),
-        Traced.from_url(url),
-        instance_patched,
-    ]
-    assert [held(c) for c in not_plain] == [None] * len(not_plain)
-    traced = Traced.from_url(url)
-    traced_saver = RedisSaver(traced, prefix=prefix)
-    put(traced_saver, "traced", 0)
-    put(traced_saver, "traced", 1)
-    assert "EVALSHA" in traced.seen  # a client that wraps execute_command still sees every call
-
-
-def test_a_client_class_instrumented_after_import_is_left_to_redis_py(
+def test_a_client_class_instrumented_after_import_sees_every_call(
     url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tracing integrations (OpenTelemetry, ddtrace, Sentry) wrap Redis.execute_command on
@@ -246,43 +225,26 @@ def test_a_client_class_instrumented_after_import_is_left_to_redis_py(
     assert seen.count("EVALSHA") == 1  # the second put (the first is a pipeline)
 
 
+def test_a_client_that_wraps_execute_command_sees_every_call(url: str, prefix: str) -> None:
+    traced = Traced.from_url(url)
+    saver = RedisSaver(traced, prefix=prefix)
+    put(saver, "traced", 0)
+    put(saver, "traced", 1)
+    saver.get_tuple(cfg("traced"))
+    assert traced.seen.count("EVALSHA") == 2  # the second put and the read
+
+
 def test_clients_sharing_a_small_blocking_pool_never_exhaust_it(url: str, prefix: str) -> None:
-    """Kept connections belong to the pool: a client (and saver) per request over one
-    shared pool of 8 keeps at most 2 of them, and the pool stays usable by everyone."""
+    """A client (and saver) per request over one shared pool of 8: every connection goes
+    back to the pool, which stays usable by everyone."""
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=2)
     for i in range(40):
         saver = RedisSaver(redis.Redis(connection_pool=pool), prefix=prefix)
         put(saver, f"r{i}", 0)
         put(saver, f"r{i}", 1)
-    held_now = held(redis.Redis(connection_pool=pool))
-    assert len(held_now.idle) <= 2
-    others = [pool.get_connection() for _ in range(6)]  # the rest of the pool is free
-    for conn in others:
+    every = [pool.get_connection() for _ in range(8)]  # the whole pool is free
+    for conn in every:
         pool.release(conn)
-
-
-def test_threads_meeting_a_new_client_share_one_set_of_kept_connections(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    start = threading.Barrier(16)
-
-    def first_look(_i: int) -> Any:
-        start.wait()
-        return held(client)
-
-    with ThreadPoolExecutor(16) as pool:
-        found = list(pool.map(first_look, range(16)))
-    assert all(f is found[0] for f in found) and found[0] is not None
-
-
-def test_a_connection_marked_for_reconnect_is_reconnected_after_its_call(url: str, prefix: str) -> None:
-    """What pool.release does for a maintenance notification (MOVING) is done on keeping."""
-    saver = RedisSaver(url, prefix=prefix)
-    conn = kept_connection(saver, "moved")
-    before = conn._sock
-    conn.mark_for_reconnect()
-    put(saver, "moved", 2)
-    assert not conn.should_reconnect() and conn._sock is not before
-    assert latest_n(saver, "moved") == 2
 
 
 class ReplyDropper:
@@ -337,7 +299,6 @@ def test_a_call_whose_reply_is_lost_is_not_sent_again(url: str, prefix: str) -> 
         for n in range(3):
             put(saver, "src", n)
         saver._conn.sync.script_load(SCRIPTS.restore.body)  # so the armed request is the copy itself
-        assert held(saver._conn.sync).idle
         proxy.armed = SCRIPTS.restore.sha.encode()
         with pytest.raises(ServerUnavailable):
             saver.copy_thread("src", "dst")
@@ -346,52 +307,60 @@ def test_a_call_whose_reply_is_lost_is_not_sent_again(url: str, prefix: str) -> 
         proxy.close()
 
 
-class Token:
-    """What a renewing credential provider hands redis-py's pool (its re-auth callback sets
-    it on every connection checked out, which a kept connection always is)."""
-
-    def __init__(self, user: str, password: str) -> None:
-        self.user, self.password = user, password
-
-    def try_get(self, key: str) -> str:
-        assert key == "oid"
-        return self.user
-
-    def get_value(self) -> str:
-        return self.password
+async def lend_all(pool: aredis.BlockingConnectionPool, n: int) -> None:
+    """Every one of the pool's ``n`` connections can be checked out at once (the pool waits
+    up to its timeout, then raises "No connection available")."""
+    every = [await pool.get_connection() for _ in range(n)]
+    for conn in every:
+        await pool.release(conn)
 
 
-@pytest.fixture
-def renewed_user(client: redis.Redis) -> Any:
-    client.acl_setuser("renewed", enabled=True, passwords=["+renewed-pw"], keys=["*"], commands=["+@all"], reset=True)
-    yield "renewed"
-    client.acl_deluser("renewed")
+async def test_a_storm_of_cancellations_leaves_a_small_pool_whole(url: str, prefix: str) -> None:
+    """Tasks cancelled at every point of their calls (before, while and after they hold a
+    connection) give every connection back: a pool of 8 still lends all 8."""
+    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=5)
+    saver = AsyncRedisSaver(aredis.Redis(connection_pool=pool), prefix=prefix)
+    for n in range(2):
+        await aput(saver, "storm", n)  # (a thread's first put also indexes it: a pipeline)
+    for turns in range(12):
+        for _ in range(3):
+            tasks = [asyncio.create_task(aput(saver, "storm", 2 + turns)) for _ in range(4)]
+            tasks += [asyncio.create_task(saver.aget_tuple(cfg("storm"))) for _ in range(4)]
+            for _ in range(turns):
+                await asyncio.sleep(0)  # one turn of the loop: each task is that far into its call
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await lend_all(pool, 8)
+    await aput(saver, "storm", 99)
+    assert await alatest_n(saver, "storm") == 99
+    await pool.aclose()
 
 
-def users_connected(client: redis.Redis) -> list[str]:
-    return [c["user"] for c in client.client_list()]
+def test_interrupts_while_calls_wait_leave_a_small_pool_whole(url: str, prefix: str, client: redis.Redis) -> None:
+    """A KeyboardInterrupt-like exception raised in a call waiting for its reply, again and
+    again (more times than the pool has connections): the pool of 8 still lends all 8."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=5)
+    saver = RedisSaver(redis.Redis(connection_pool=pool), prefix=prefix)
+    put(saver, "waits", 0)
 
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise Interrupted
 
-def test_renewed_credentials_reach_a_kept_connection(
-    url: str, prefix: str, client: redis.Redis, renewed_user: str
-) -> None:
-    saver = RedisSaver(url, prefix=prefix)
-    conn = kept_connection(saver, "t")
-    conn.set_re_auth_token(Token(renewed_user, "renewed-pw"))
-    put(saver, "t", 2)  # after its call, the connection authenticates again, as on release
-    assert renewed_user in users_connected(client)
-    assert latest_n(saver, "t") == 2
-
-
-def test_a_failed_reauthentication_gives_the_connection_back(
-    url: str, prefix: str, client: redis.Redis, renewed_user: str
-) -> None:
-    saver = RedisSaver(url, prefix=prefix)
-    conn = kept_connection(saver, "t")
-    kept = held(saver._conn.sync)
-    conn.set_re_auth_token(Token(renewed_user, "wrong-pw"))
-    with pytest.raises(AuthenticationFailed):
-        put(saver, "t", 2)  # stored; the re-authentication after it failed
-    assert conn not in kept.idle and not conn.is_connected
-    assert conn not in saver._conn.sync.connection_pool._in_use_connections  # given back, not leaked
-    assert latest_n(RedisSaver(url, prefix=prefix), "t") == 2
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    client.client_pause(60_000, all=False)  # writes wait: each put is sent and its reply never comes
+    try:
+        for n in range(12):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(Interrupted):
+                put(saver, "waits", 1 + n)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        client.client_unpause()
+    every = [pool.get_connection() for _ in range(8)]
+    for conn in every:
+        pool.release(conn)
+    put(saver, "waits", 99)
+    assert latest_n(saver, "waits") == 99
+    pool.disconnect()
