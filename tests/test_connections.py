@@ -87,9 +87,10 @@ class Seen(aredis.Connection):
 async def closed(conn: Any) -> None:
     """Returns once the event loop has seen the server close ``conn`` (asyncio learns of it
     only when the loop reads the socket)."""
+    can_read = getattr(conn, "can_read", None) or conn.can_read_destructive  # (redis-py < 8's name)
     while True:
         try:
-            if await conn.can_read():
+            if await can_read():
                 return
         except (redis.ConnectionError, OSError):
             return
@@ -234,6 +235,14 @@ def test_a_client_that_wraps_execute_command_sees_every_call(url: str, prefix: s
     assert traced.seen.count("EVALSHA") == 2  # the second put and the read
 
 
+def lend_all(pool: redis.BlockingConnectionPool, n: int) -> None:
+    """Every one of the pool's ``n`` connections can be checked out at once (the pool waits
+    up to its timeout, then raises "No connection available")."""
+    holders = [redis.Redis(connection_pool=pool, single_connection_client=True) for _ in range(n)]
+    for h in holders:  # each holds one connection from its creation
+        h.close()
+
+
 def test_clients_sharing_a_small_blocking_pool_never_exhaust_it(url: str, prefix: str) -> None:
     """A client (and saver) per request over one shared pool of 8: every connection goes
     back to the pool, which stays usable by everyone."""
@@ -242,9 +251,7 @@ def test_clients_sharing_a_small_blocking_pool_never_exhaust_it(url: str, prefix
         saver = RedisSaver(redis.Redis(connection_pool=pool), prefix=prefix)
         put(saver, f"r{i}", 0)
         put(saver, f"r{i}", 1)
-    every = [pool.get_connection() for _ in range(8)]  # the whole pool is free
-    for conn in every:
-        pool.release(conn)
+    lend_all(pool, 8)
 
 
 class ReplyDropper:
@@ -307,12 +314,13 @@ def test_a_call_whose_reply_is_lost_is_not_sent_again(url: str, prefix: str) -> 
         proxy.close()
 
 
-async def lend_all(pool: aredis.BlockingConnectionPool, n: int) -> None:
+async def alend_all(pool: aredis.BlockingConnectionPool, n: int) -> None:
     """Every one of the pool's ``n`` connections can be checked out at once (the pool waits
     up to its timeout, then raises "No connection available")."""
-    every = [await pool.get_connection() for _ in range(n)]
-    for conn in every:
-        await pool.release(conn)
+    holders = [aredis.Redis(connection_pool=pool, single_connection_client=True) for _ in range(n)]
+    assert await asyncio.gather(*(h.ping() for h in holders)) == [True] * n  # each holds one
+    for h in holders:
+        await h.aclose()
 
 
 async def test_a_storm_of_cancellations_leaves_a_small_pool_whole(url: str, prefix: str) -> None:
@@ -331,7 +339,7 @@ async def test_a_storm_of_cancellations_leaves_a_small_pool_whole(url: str, pref
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    await lend_all(pool, 8)
+    await alend_all(pool, 8)
     await aput(saver, "storm", 99)
     assert await alatest_n(saver, "storm") == 99
     await pool.aclose()
@@ -358,9 +366,7 @@ def test_interrupts_while_calls_wait_leave_a_small_pool_whole(url: str, prefix: 
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         client.client_unpause()
-    every = [pool.get_connection() for _ in range(8)]
-    for conn in every:
-        pool.release(conn)
+    lend_all(pool, 8)
     put(saver, "waits", 99)
     assert latest_n(saver, "waits") == 99
     pool.disconnect()
