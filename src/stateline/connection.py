@@ -29,13 +29,23 @@ from redis import exceptions as rx
 from redis.asyncio import connection as async_conn
 
 from . import urls
+from ._redis_compat import retry_settings, sentinel_settings
 from .embedded import EmbeddedServer
 from .errors import AuthenticationFailed, InvalidInput, PermissionDenied, ServerError, ServerUnavailable
 
 __all__ = ["Connection", "is_cluster"]
 
+# A client stateline makes from a URL holds at most MAX_CONNECTIONS connections, and a call
+# finding them all busy waits up to POOL_TIMEOUT seconds for one (redis-py's default pool
+# raises "Too many connections" at once). Options: max_connections=, pool_timeout=.
+MAX_CONNECTIONS = 100
+POOL_TIMEOUT = 20.0
+# redis-py's sync cluster client takes a pool class for its nodes (6.x on; not 5.2).
+_CLUSTER_POOLS = {"connection_pool_class", "timeout"} <= set(scluster.REDIS_ALLOWED_KEYS)
+
 # Connection settings that mean the same to the sync and the async cluster clients.
 _PORTABLE = {
+    "max_connections",
     "username",
     "password",
     "socket_timeout",
@@ -70,22 +80,31 @@ def _construction_error(url: str, exc: Exception) -> Exception:
 
 
 def _make(url: str, kind: str, options: dict[str, Any]) -> Any:
-    """A client of ``kind`` ('sync' or 'async') for ``url``."""
+    """A client of ``kind`` ('sync' or 'async') for ``url``, with a pool that waits for a
+    connection where redis-py has one (see MAX_CONNECTIONS)."""
     sync = kind == "sync"
     spec = urls.parse(url, options)
     settings = dict(spec.settings)
+    wait = settings.pop("pool_timeout", POOL_TIMEOUT)
     if spec.kind == "cluster":
         module = scluster if sync else acluster
         nodes = [module.ClusterNode(h, p) for h, p in spec.hosts]
+        if sync and _CLUSTER_POOLS:  # per node; the asyncio client opens connections as needed
+            settings.setdefault("max_connections", MAX_CONNECTIONS)
+            settings.update(connection_pool_class=sync_conn.BlockingConnectionPool, timeout=wait)
         return module.RedisCluster(startup_nodes=nodes, **settings)
-    if spec.kind == "sentinel":
+    if spec.kind == "sentinel":  # redis-py's Sentinel pool cannot wait: its own limit holds
         settings.pop("sentinel_kwargs", None)
         sentinel = (ssentinel if sync else asentinel).Sentinel(
             spec.hosts, sentinel_kwargs=spec.sentinel_settings(), **settings
         )
         return sentinel.master_for(spec.service)
     settings.pop("ssl")  # the URL's scheme says it to from_url
-    return (redis.Redis if sync else aredis.Redis).from_url(spec.url, **settings)
+    if settings.get("single_connection_client"):  # one connection: no pool to wait on
+        return (redis.Redis if sync else aredis.Redis).from_url(spec.url, **settings)
+    settings.setdefault("max_connections", MAX_CONNECTIONS)
+    pool = _conn_module(sync).BlockingConnectionPool.from_url(spec.url, timeout=wait, **settings)
+    return (redis.Redis if sync else aredis.Redis).from_pool(pool)
 
 
 def _accepted(cls: Any) -> set[str]:
@@ -100,26 +119,16 @@ def _twin(client: Any, kind: str) -> Any:
     """A client of the other kind (sync <-> async) with the same settings as ``client``."""
     sync = kind == "sync"
     if is_cluster(client):
-        given = client.nodes_manager.connection_kwargs
-        kwargs = {k: v for k, v in given.items() if k in _PORTABLE or k.startswith("ssl_")}
-        if "SSL" in getattr(given.get("connection_class"), "__name__", "") or given.get("ssl"):
-            kwargs["ssl"] = True
-        node = client.get_default_node()
-        cls = scluster.RedisCluster if sync else acluster.RedisCluster
-        return cls(host=node.host, port=node.port, **kwargs)
+        return _cluster_twin(client, sync)
     pool = client.connection_pool
+    given = _of_kind(client.get_connection_kwargs(), sync)
     if isinstance(pool, (ssentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)):
-        hosts = [
-            (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
-            for s in pool.sentinel_manager.sentinels
-        ]
-        kwargs = {k: v for k, v in _of_kind(pool.connection_kwargs, sync).items() if k not in ("host", "port")}
+        hosts, sentinel_kwargs, service = sentinel_settings(pool)
+        kwargs = {k: v for k, v in given.items() if k not in ("host", "port")}
         if "SSL" in pool.connection_class.__name__:
             kwargs["ssl"] = True
-        sentinel = (ssentinel if sync else asentinel).Sentinel(
-            hosts, sentinel_kwargs=pool.sentinel_manager.sentinel_kwargs
-        )
-        return sentinel.master_for(pool.service_name, **kwargs)
+        sentinel = (ssentinel if sync else asentinel).Sentinel(hosts, sentinel_kwargs=_of_kind(sentinel_kwargs, sync))
+        return sentinel.master_for(service, max_connections=pool.max_connections, **kwargs)
     module = _conn_module(sync)
     cls = getattr(module, pool.connection_class.__name__, None)
     if cls is None:
@@ -127,10 +136,32 @@ def _twin(client: Any, kind: str) -> Any:
             f"cannot derive a client of the other kind from a {pool.connection_class.__name__} "
             "connection: pass both client= and aclient="
         )
-    kwargs = {k: v for k, v in _of_kind(pool.connection_kwargs, sync).items() if k in _accepted(cls)}
-    return (redis.Redis if sync else aredis.Redis)(
-        connection_pool=module.ConnectionPool(connection_class=cls, **kwargs)
-    )
+    kwargs = {k: v for k, v in given.items() if k in _accepted(cls)}
+    return (redis.Redis if sync else aredis.Redis).from_pool(_pool_like(pool, module, cls, kwargs))
+
+
+def _cluster_twin(client: Any, sync: bool) -> Any:
+    given = client.get_connection_kwargs()
+    kwargs = {k: v for k, v in given.items() if k in _PORTABLE or k.startswith("ssl_")}
+    if "SSL" in getattr(given.get("connection_class"), "__name__", "") or given.get("ssl"):
+        kwargs["ssl"] = True
+    node = client.get_default_node()
+    if not sync and isinstance(client.get_redis_connection(node).connection_pool, sync_conn.BlockingConnectionPool):
+        # The asyncio cluster client cannot wait for a connection: no limit, rather than
+        # failing where the sync client waits.
+        kwargs.pop("max_connections", None)
+    cls = scluster.RedisCluster if sync else acluster.RedisCluster
+    return cls(host=node.host, port=node.port, **kwargs)
+
+
+def _pool_like(pool: Any, module: Any, connection_class: Any, kwargs: dict[str, Any]) -> Any:
+    """A pool of ``module``'s kind with the class (waiting or not) and the limits of ``pool``."""
+    limit = pool.max_connections
+    if isinstance(pool, (sync_conn.BlockingConnectionPool, async_conn.BlockingConnectionPool)):
+        return module.BlockingConnectionPool(
+            connection_class=connection_class, max_connections=limit, timeout=pool.timeout, **kwargs
+        )
+    return module.ConnectionPool(connection_class=connection_class, max_connections=limit, **kwargs)
 
 
 def _of_kind(kwargs: dict[str, Any], sync: bool) -> dict[str, Any]:
@@ -138,10 +169,8 @@ def _of_kind(kwargs: dict[str, Any], sync: bool) -> dict[str, Any]:
     kind with the same backoff, retries and errors."""
     out = {k: v for k, v in kwargs.items() if k not in _KIND_BOUND}
     retry = kwargs.get("retry")
-    if retry is not None and hasattr(retry, "_backoff"):
-        out["retry"] = (sretry if sync else aretry).Retry(
-            retry._backoff, retry._retries, tuple(retry._supported_errors)
-        )
+    if isinstance(retry, (sretry.Retry, aretry.Retry)):
+        out["retry"] = (sretry if sync else aretry).Retry(*retry_settings(retry))
     return out
 
 
@@ -150,10 +179,8 @@ def _conn_module(sync: bool) -> Any:
 
 
 def _binary_safe(client: Any) -> Any:
-    if is_cluster(client):
-        kwargs = client.nodes_manager.connection_kwargs
-    else:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    get_kwargs = getattr(client, "get_connection_kwargs", None)
+    kwargs = get_kwargs() if callable(get_kwargs) else {}
     if kwargs.get("decode_responses"):
         raise InvalidInput("the client decodes responses (decode_responses=True); stateline stores bytes")
     return client

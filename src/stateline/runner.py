@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as rx
 
+from ._redis_compat import node_pipeline, refresh_slots
 from .connection import is_cluster
 from .errors import (
     AuthenticationFailed,
@@ -175,7 +176,7 @@ def _on_node(client: Any, call: Call, wait: Command) -> list[Any]:
     being migrated), MOVED and a node gone (fail-over) by learning the slots again."""
     node, asking, replies = client.get_node_from_key(call.keys[0]), False, []
     for attempt in range(4):
-        pipe = node.redis_connection.pipeline(transaction=False)
+        pipe = client.get_redis_connection(node).pipeline(transaction=False)
         for s in (Command(("ASKING",)),) * asking + (call, wait):
             _queue(pipe, s)
         try:
@@ -183,19 +184,19 @@ def _on_node(client: Any, call: Call, wait: Command) -> list[Any]:
         except (rx.ConnectionError, rx.TimeoutError):
             if attempt == 3:
                 raise
-            client.nodes_manager.initialize()
+            refresh_slots(client)
             node, asking = client.get_node_from_key(call.keys[0]), False
             continue
         first = replies[0]
         if isinstance(first, rx.NoScriptError) and attempt < 3:
-            node.redis_connection.script_load(call.script.body)
+            client.get_redis_connection(node).script_load(call.script.body)
         elif isinstance(first, rx.MovedError) and attempt < 3:  # before AskError: a subclass
-            client.nodes_manager.initialize()
+            refresh_slots(client)
             node, asking = client.get_node_from_key(call.keys[0]), False
         elif isinstance(first, rx.AskError) and attempt < 3:
             node, asking = client.get_node(host=first.host, port=first.port), True
             if node is None:
-                client.nodes_manager.initialize()
+                refresh_slots(client)
                 node = client.get_node(host=first.host, port=first.port) or client.get_node_from_key(call.keys[0])
         else:
             break
@@ -262,34 +263,30 @@ async def _apipeline(target: Any, steps: tuple[Call | Command, ...], reload: boo
 
 async def _aon_node(client: Any, call: Call, wait: Command) -> list[Any]:
     """``_on_node`` for the asyncio cluster client, through its nodes' own pipelines."""
-    from redis.asyncio.cluster import PipelineCommand  # the cluster pipeline's own unit
-
     await client.initialize()  # the asyncio cluster client learns its slots lazily; idempotent
     node, asking, replies = client.get_node_from_key(call.keys[0]), False, []
     for attempt in range(4):
         steps = (Command(("ASKING",)),) * asking + (call, wait)
-        commands = [PipelineCommand(i, *_args(s)) for i, s in enumerate(steps)]
         try:
-            await node.execute_pipeline(commands)
-            replies = [c.result for c in commands][asking:]
+            replies = (await node_pipeline(node, [_args(s) for s in steps]))[asking:]
             if isinstance(replies[0], (rx.ConnectionError, rx.TimeoutError)):
                 raise replies[0]
         except (rx.ConnectionError, rx.TimeoutError):
             if attempt == 3:
                 raise
-            await client.nodes_manager.initialize()
+            await refresh_slots(client)
             node, asking = client.get_node_from_key(call.keys[0]), False
             continue
         first = replies[0]
         if isinstance(first, rx.NoScriptError) and attempt < 3:
             await client.script_load(call.script.body)
         elif isinstance(first, rx.MovedError) and attempt < 3:  # before AskError: a subclass
-            await client.nodes_manager.initialize()
+            await refresh_slots(client)
             node, asking = client.get_node_from_key(call.keys[0]), False
         elif isinstance(first, rx.AskError) and attempt < 3:
             node, asking = client.get_node(host=first.host, port=first.port), True
             if node is None:
-                await client.nodes_manager.initialize()
+                await refresh_slots(client)
                 node = client.get_node(host=first.host, port=first.port) or client.get_node_from_key(call.keys[0])
         else:
             break
