@@ -78,7 +78,7 @@ def test_a_put_that_finds_its_thread_new_indexes_it_again() -> None:
 
 def n_sent(call: Call) -> int:
     """How many list elements a put carries (one of its small arguments)."""
-    return int(call.args[0].split(" ")[-2])
+    return int(call.args[0].split(" ")[-3])
 
 
 def test_list_elements_are_sent_once_and_resent_when_the_server_lost_them() -> None:
@@ -89,7 +89,7 @@ def test_list_elements_are_sent_once_and_resent_when_the_server_lost_them() -> N
     assert n_sent(first) == 5  # five new elements travel with the first put
     assert first.args[-1].startswith(b"L|")  # the whole list: no log of it is known yet
     with pytest.raises(StopIteration):  # the server says which log the list lives in
-        plan.send([1, [b"ok", 0, 0, [b"b::messages:1", b"l::messages:abc", 5]]])
+        plan.send([1, [b"ok", 0, 0, [b"b::messages:1", b"l::messages:abc", 5], b""]])
     plan = e.put(snap({"messages": items + ["message 5"]}))
     call = plan.send(None)
     assert n_sent(call) == 1  # only the new one
@@ -116,7 +116,7 @@ def test_strong_durability_waits_in_the_same_pipeline_and_checks_the_answer() ->
     batch = plan.send(None)
     assert batch.steps[-1] == Command(("WAITAOF", 1, 0, 50), route="p:{t%3A1}:d")
     with pytest.raises(DurabilityError, match="not confirmed 'aof' within 50 ms"):
-        plan.send([[b"ok", 0, 0, []], [0, 0]])
+        plan.send([[b"ok", 0, 0, [], b""], [0, 0]])
 
 
 def test_unknown_settings_are_refused() -> None:

@@ -9,6 +9,7 @@ is ``keep_last=1``) and the whole-thread TTL are settings of the engine, not var
 from __future__ import annotations
 
 import secrets
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,11 +35,14 @@ PAGE = 100
 # of FETCH_ITEMS), bytes of records and values in a list page, ancestors per history
 # call, checkpoints dropped per prune/delete call, fields per copy page.
 INLINE_ITEMS = 64
-FETCH_ITEMS = 512
+FETCH_ITEMS = 128
 PAGE_BYTES = 1 << 20
 HISTORY_STEP = 64
-DROP_STEP = 64
+DROP_STEP = 32
 COPY_STEP = 256
+# A put from a process that has not seen the thread sends more than this many bytes of
+# list items only after the server named those it lacks (one round trip more).
+PROBE_BYTES = 64 * 1024
 
 
 def _replay_order(w: Write) -> tuple[str, str, int]:
@@ -84,6 +88,7 @@ class Engine:
         self._store = ITEMS
         self._hints = HINTS
         self.discovery = Discovery(self.schema, ttl_ms)
+        self._policy_asked = False  # the first put asks the server whether it may evict keys
 
     def keys(self, thread_id: str) -> ThreadKeys:
         return self.schema.thread(thread_id)
@@ -114,11 +119,15 @@ class Engine:
         sent_at = self.discovery.now()
         index = self.discovery.entry(snap.thread_id, snap.run_id)
         known = set(self._known.of(keys.data))
-        for _attempt in range(4):
+        probing = not known  # a thread this process has not seen: it may hold most items already
+        for _attempt in range(5):
             value_args, elements, lists = self._value_args(snap, keys, ns, values, fields, stale)
-            items.update((d, b) for d, b in elements.items() if d not in known)
+            new = {d: b for d, b in elements.items() if d not in known and d not in items}
+            if not (probing and sum(map(len, new.values())) > PROBE_BYTES):
+                items.update(new)  # (else sent without them: the server names those it lacks)
+            probing = False
             sent = [x for pair in items.items() for x in pair]
-            args = (f"{opts} {len(items)} {log_id}", record, *sent, *value_args)
+            args = (f"{opts} {len(items)} {log_id} {int(not self._policy_asked)}", record, *sent, *value_args)
             reply = yield from self._send(Call(SCRIPTS.put, keys.all, args), index)
             status = _text(reply[0])
             if status == "ok":
@@ -130,8 +139,9 @@ class Engine:
                 )
             if status == "missing":  # items we believed stored are gone (removed elsewhere)
                 self._known.forget(keys.data)
-                known.difference_update(bytes(d) for d in reply[1:])
-                items.update((bytes(d), elements[bytes(d)]) for d in reply[1:] if bytes(d) in elements)
+                lacking = {bytes(d) for d in reply[1:]}
+                known = {d for d in elements if d not in lacking}  # it holds the others
+                items.update((d, elements[d]) for d in lacking if d in elements)
             elif status == "stale":
                 stale.update(ch for ch, f in fields.items() if f == _text(reply[1]))
             elif status == "gone":  # values of unchanged channels went meanwhile: send them
@@ -150,6 +160,9 @@ class Engine:
         else:
             raise StoredDataError(f"thread {snap.thread_id!r} keeps changing under a put; nothing was written")
         self._known.add(keys.data, elements)
+        if not self._policy_asked:
+            self._policy_asked = True
+            _check_policy(_text(reply[4]) if len(reply) > 4 else "")
         placed = reply[3]
         for i in range(0, len(placed), 3):
             written = lists.get(_text(placed[i]))
@@ -722,6 +735,28 @@ class Engine:
             metadata=metadata,
             values=channel_values,
             writes=self._writes(writes, items),
+        )
+
+
+_POLICY_SEEN: set[str] = set()
+# maxmemory-policy values under which the server may evict a thread's keys one at a time
+# (allkeys-*: any key; volatile-*: keys with a TTL, so threads saved with a ttl).
+_EVICTING = ("allkeys-", "volatile-")
+
+
+def _check_policy(policy: str) -> None:
+    """Warns once per process when the server may evict a thread's keys: a thread that lost
+    one key reads as StoredDataError from then on (never as empty)."""
+    if not policy or policy in _POLICY_SEEN:
+        return
+    _POLICY_SEEN.add(policy)
+    if policy.startswith(_EVICTING):
+        warnings.warn(
+            f"the server's maxmemory-policy is {policy}: under memory pressure it evicts keys one at a "
+            "time, and a thread that loses one of its keys can no longer be read. Use noeviction for "
+            "checkpoints (see the README, 'Server settings').",
+            RuntimeWarning,
+            stacklevel=2,
         )
 
 

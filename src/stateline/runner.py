@@ -24,6 +24,7 @@ from .errors import (
     ServerUnavailable,
     StoredDataError,
 )
+from .keys import dec
 from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
@@ -57,9 +58,12 @@ def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | Non
         return None
     text = str(exc)
     if text.startswith("STATELINE_PARTIAL"):
+        key = text.split(" ")[1]
+        thread = dec(key[key.find("{") + 1 : key.rfind("}")])
         return StoredDataError(
-            f"a thread lost part of its data on the server ({text.split(' ', 1)[1]}): evicted under a "
-            "maxmemory-policy that evicts keys without a TTL? (see the README on maxmemory-policy)"
+            f"thread {'' if thread == '%' else thread!r} lost part of its data on the server ({key} is "
+            "missing): evicted under a maxmemory-policy that evicts keys? Use noeviction (README, "
+            "'Server settings')"
         )
     if "NOAUTH" in text or "WRONGPASS" in text:
         return AuthenticationFailed(f"the server rejected the credentials: {exc}")

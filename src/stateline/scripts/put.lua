@@ -1,22 +1,24 @@
 -- put: store one checkpoint with the channel values that changed, atomically.
 -- KEYS: D, I (see _lib.lua)
--- ARGV[1]: 'ns cid ttl_ms keep_last setnx deltas run expect alias n_items log_id',
+-- ARGV[1]: 'ns cid ttl_ms keep_last setnx deltas run expect alias n_items log_id policy',
 --          space-separated (ids are percent-encoded, so never contain a space): ttl_ms 0 =
 --          none, keep_last 0 = all, setnx 1 = keep values already stored (forks, copies),
 --          deltas 1 = the record has DeltaChannel values (retention keeps their ancestors),
 --          run '' = none, expect '' = don't check, '-' = namespace must be empty, else a cid;
---          alias '' = none; log_id: the id of a log this put starts, if it must start one.
+--          alias '' = none; log_id: the id of a log this put starts, if it must start one;
+--          policy 1 = answer the server's maxmemory-policy when it may evict (else '').
 -- ARGV[2]: the record (its value fields are every value the checkpoint refers to);
 --          then n_items pairs (digest, bytes) of list items;
 --          then per value to write: field, and 'v<bytes>', 'L<kind>|<digests>' (a whole
 --          list) or 'A<kind>|<log>|<m>|<digests>' (the first m digests of <log>, then these).
--- Reply: {'ok', first checkpoint of the thread (1/0), first of this run (1/0), {field, log, n}...};
+-- Reply: {'ok', first checkpoint of the thread (1/0), first of this run (1/0), {field, log, n}...,
+--         maxmemory-policy or ''};
 --        {'conflict', head cid or ''}; {'missing', digest...} for list items neither sent nor
 --        stored; {'gone', field...} for values the record refers to that are not stored and
 --        not sent; {'stale', field} for an 'A' value whose log is not what the client thought.
 --        Nothing is written unless the reply is 'ok'.
-local ns, cid, ttl, keep, setnx, deltas, run, expect, alias, n_items, log_id =
-  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+) ([^ ]*)$')
+local ns, cid, ttl, keep, setnx, deltas, run, expect, alias, n_items, log_id, ask_policy =
+  string.match(ARGV[1], '^([^ ]*) ([^ ]*) (%d+) (%d+) ([01]) ([01]) ([^ ]*) ([^ ]*) ([^ ]*) (%d+) ([^ ]*) ([01])$')
 ttl, keep, n_items = tonumber(ttl), tonumber(keep), tonumber(n_items)
 local partial = check_whole()
 if partial then return partial end
@@ -190,4 +192,11 @@ end
 collect(256)
 bump()
 expire(ttl)
-return {'ok', fresh, new_run, placed}
+local policy = ''
+if ask_policy == '1' then  -- (INFO may be denied to the user: then nothing is said)
+  local info = redis.pcall('INFO', 'memory')
+  if type(info) == 'string' and tonumber(string.match(info, 'maxmemory:(%d+)') or '0') > 0 then
+    policy = string.match(info, 'maxmemory_policy:([%w%-]+)') or ''
+  end
+end
+return {'ok', fresh, new_run, placed, policy}
