@@ -38,7 +38,9 @@ class Chat:
         self.config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
         self.versions: dict[str, str] = {}
 
-    def put(self, new_messages: int = 4, run_id: str = "run-1", changed: tuple[str, ...] = ("messages", "step")) -> None:
+    def put(
+        self, new_messages: int = 4, run_id: str = "run-1", changed: tuple[str, ...] = ("messages", "step")
+    ) -> None:
         self.messages = self.messages + [_message(len(self.messages) + k) for k in range(new_messages)]
         self.step += 1
         for ch in changed:
