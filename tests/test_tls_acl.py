@@ -47,7 +47,8 @@ APP_ACL = "on >secret ~app:* resetchannels -@all +@read +@write +@scripting +pin
 MINIMAL_COMMANDS = (
     "+evalsha +script|load +zadd +zrange +zrem +zrangebylex +exists +unlink +hmget "  # sent directly
     "+hget +hset +hsetnx +hdel +hexists +hscan +hincrby +pexpire +zrevrangebylex "  # in scripts
-    "+zrangebyscore +persist +pttl"  # in the discovery index's script
+    "+zrangebyscore +persist +pttl "  # in the discovery index's script
+    "+info"  # the first put's question whether the server may evict keys
 )
 MINIMAL_ACL = f"on >minimal-pw ~app:* resetchannels -@all {MINIMAL_COMMANDS}"
 READER_ACL = "on >reader-pw ~app:* resetchannels -@all +@read +evalsha +script|load"
