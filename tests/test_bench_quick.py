@@ -31,6 +31,8 @@ def test_quick_mode_produces_a_result_for_every_backend(tmp_path):
             ops = entry["sizes"][str(size)]["ops"]
             assert set(ops) == set(MICRO_OPS), key
             assert all(op["n"] > 0 for op in ops.values()), key
+            if key.startswith("stateline"):  # paired with redis-py's own call of the same size
+                assert all(ops[op]["bytes"]["sent"] > 0 and "floor_median_us" in ops[op] for op in ops), key
 
     assert set(results["agent"]) == set(cfg.agent_backends)
     for key, entry in results["agent"].items():
@@ -47,6 +49,7 @@ def test_quick_mode_produces_a_result_for_every_backend(tmp_path):
     out = io.StringIO()
     report.print_tables(results, Console(file=out, width=200))
     assert "stateline" in out.getvalue()
+    assert "what stateline adds to redis-py" in out.getvalue()
     path = tmp_path / "latest.json"
     report.write_json(results, path)
     assert json.loads(path.read_text())["meta"]["machine"]["nproc"]

@@ -19,7 +19,7 @@ import redis.asyncio as aredis
 from redis import connection as sync_conn
 from redis.asyncio import connection as async_conn
 
-__all__ = ["Backend", "BACKENDS", "Env", "TimedSaver", "round_trips", "FLOOR_SCRIPT"]
+__all__ = ["Backend", "BACKENDS", "Env", "TimedSaver", "round_trips", "FLOOR_SCRIPT", "SAVER_CLIENT", "resp_bytes"]
 
 _SENT = [0]
 
@@ -41,8 +41,13 @@ class _AsyncCountingConnection(async_conn.Connection):
         await super().send_packed_command(command, check_health)
 
 
-def sync_client(url: str) -> redis.Redis:
-    pool = redis.ConnectionPool.from_url(url, connection_class=_CountingConnection)
+# The client name of stateline's savers' connections: the server's per-connection byte
+# counters (CLIENT LIST tot-net-in / tot-net-out) tell what one of their calls sends and gets.
+SAVER_CLIENT = "stateline-bench-saver"
+
+
+def sync_client(url: str, name: str | None = None) -> redis.Redis:
+    pool = redis.ConnectionPool.from_url(url, connection_class=_CountingConnection, client_name=name)
     return redis.Redis(connection_pool=pool)
 
 
@@ -51,9 +56,13 @@ def sync_client(url: str) -> redis.Redis:
 ASYNC_POOL_SIZE = 200
 
 
-def async_client(url: str) -> aredis.Redis:
+def async_client(url: str, name: str | None = None) -> aredis.Redis:
     pool = aredis.BlockingConnectionPool.from_url(
-        url, connection_class=_AsyncCountingConnection, max_connections=ASYNC_POOL_SIZE, timeout=None
+        url,
+        connection_class=_AsyncCountingConnection,
+        max_connections=ASYNC_POOL_SIZE,
+        timeout=None,
+        client_name=name,
     )
     return aredis.Redis(connection_pool=pool)
 
@@ -66,6 +75,15 @@ redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return 1
 """
+
+
+def resp_bytes(args: tuple[Any, ...]) -> int:
+    """Bytes of ``args`` sent as one command (RESP: ``*n``, then ``$len`` and each argument)."""
+    total = len(f"*{len(args)}\r\n")
+    for a in args:
+        n = len(a) if isinstance(a, bytes) else len(str(a).encode())
+        total += len(f"${n}\r\n") + n + 2
+    return total
 
 
 @dataclass
@@ -105,6 +123,22 @@ class Floor:
     def read(self, _i: int = 0) -> Any:
         return self.client.get(self.get_key)
 
+    def size_to(self, request: int, reply: int) -> Any:
+        """Makes ``write_sized`` send ``request`` bytes (its last value padded) and
+        ``read_sized`` receive ``reply`` bytes (a GET of a value that long), to the byte but
+        for the digits of the counter in the field names; returns what to await, if async."""
+        bare = resp_bytes(("EVALSHA", self.sha, 2, *self.keys, "c:0", self.payload, "b:0", b""))
+        self.sized_value = b"v" * max(0, request - bare - len(str(request)))
+        self.sized_key = f"{self.get_key}:{reply}"
+        value = b"r" * max(0, reply - 4 - len(str(reply)))  # the reply: $<len>\r\n<value>\r\n
+        return self.client.set(self.sized_key, value)
+
+    def write_sized(self, i: int) -> Any:
+        return self.client.evalsha(self.sha, 2, *self.keys, f"c:{i}", self.payload, f"b:{i}", self.sized_value)
+
+    def read_sized(self, _i: int = 0) -> Any:
+        return self.client.get(self.sized_key)
+
     def close(self) -> Any:
         return self.client.aclose() if self.is_async else self.client.close()
 
@@ -127,7 +161,7 @@ class Backend:
             from stateline.langgraph import RedisSaver, ShallowRedisSaver
 
             cls = ShallowRedisSaver if self.shallow else RedisSaver
-            return cls(client=sync_client(env.plain_url), prefix=f"sl-{tag}:")
+            return cls(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:")
         if k in ("lcr", "lcr-shallow"):
             from langgraph.checkpoint.redis import RedisSaver as PeerSaver
             from langgraph.checkpoint.redis import ShallowRedisSaver as PeerShallowSaver
@@ -158,7 +192,7 @@ class Backend:
             from stateline.langgraph import AsyncRedisSaver, AsyncShallowRedisSaver
 
             cls = AsyncShallowRedisSaver if self.shallow else AsyncRedisSaver
-            return cls(aclient=async_client(env.plain_url), prefix=f"sl-{tag}:")
+            return cls(aclient=async_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:")
         if k in ("lcr-async", "lcr-shallow-async"):
             from langgraph.checkpoint.redis.aio import AsyncRedisSaver as AsyncPeerSaver
             from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver as AsyncPeerShallowSaver

@@ -7,7 +7,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["print_tables", "markdown", "write_json", "chart", "micro_rows", "agent_rows", "memory_rows", "conc_rows"]
+__all__ = [
+    "print_tables",
+    "markdown",
+    "write_json",
+    "chart",
+    "micro_rows",
+    "added_rows",
+    "agent_rows",
+    "memory_rows",
+    "conc_rows",
+]
 
 OP_LABEL = {
     "put": "put",
@@ -121,6 +131,35 @@ def micro_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             over = _num(last["median_us"] - last["floor_median_us"]) if last and "floor_median_us" in last else "–"
             p99 = _num(last["p99_us"] if last else None)
             rows.append([OP_LABEL[op], SHORT.get(key, key), *meds, p99, rts, floor, over, *peers])
+    return head, rows
+
+
+ADDED_OPS = ("put", "put_writes", "get_tuple_latest", "get_tuple_by_id")
+
+
+def added_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """What stateline adds to redis-py's own call of the same size on the same client: its
+    median minus the paired floor's (an EVALSHA sending as many bytes for a write, a GET
+    receiving as many for a read), per thread length."""
+    sizes = [str(s) for s in results["meta"]["config"]["micro_sizes"]]
+    big = sizes[-1]
+    head = ["op", "backend", *[f"+µs @{int(s):,}" for s in sizes], f"µs @{int(big):,}", "floor µs", "×floor"]
+    head.append("bytes sent / received")
+    rows: list[list[str]] = []
+    for op in ADDED_OPS:
+        for key, entry in results["micro"].items():
+            if not key.startswith("stateline") or "error" in entry:
+                continue
+            cells = [_op(results, key, s, op) for s in sizes]
+            over = [_num(m["median_us"] - m["floor_median_us"]) if m and "floor_median_us" in m else "–" for m in cells]
+            last = cells[-1] or {}
+            size = last.get("bytes")
+            shown = f"{size['sent']:,} / {size['received']:,}" if size else "floor's own"
+            floor = last.get("floor_median_us")
+            rows.append(
+                [OP_LABEL[op], SHORT.get(key, key), *over, _num(last.get("median_us")), _num(floor)]
+                + [_ratio(last.get("median_us"), floor), shown]
+            )
     return head, rows
 
 
@@ -262,6 +301,11 @@ SECTIONS = (
         "(a) micro: latency per operation on threads of growing length (×floor: against the floor timed right after "
         "each sample, at the longest thread; the other ratios at the longest thread both measured)",
         micro_rows,
+    ),
+    (
+        "(a) what stateline adds to redis-py: each call against redis-py's own EVALSHA (writes) or GET (reads) of "
+        "the same size, on the same client, timed right after it",
+        added_rows,
     ),
     (
         "(b) agent: saver time per chat turn (model -> tool -> model; saver ms = time any saver call was running, "

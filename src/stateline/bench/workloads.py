@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from .backends import Floor, round_trips
+from .backends import SAVER_CLIENT, Floor, round_trips
 from .stats import summary
 
 __all__ = ["Api", "drive", "micro", "concurrent", "MICRO_OPS", "floor_payload"]
@@ -275,15 +275,49 @@ async def _micro_ops(
     }
     measured = {}
     for name in MEASURE_ORDER:
-        pair = None
-        if floor is not None:
-            pair = floor.s.write if name in ("put", "put_writes") else floor.s.read
         setup = next_checkpoint if name == "put" else None
+        pair, sized = None, None
+        if floor is not None:
+            pair, sized = await _sized_floor(api, floor, ops[name], (setup or _same)(-100), name in WRITES)
         measured[name] = await _measure(
             api, ops[name], n, op_budget_s, warmup=5, check=checks.get(name), pair=pair, setup=setup
         )
+        if sized is not None:
+            measured[name]["bytes"] = {"sent": sized[0], "received": sized[1]}
         tick()
     return {name: measured[name] for name in MICRO_OPS}
+
+
+WRITES = ("put", "put_writes")  # paired with the floor's EVALSHA; the others with its GET
+
+
+def _same(i: int) -> int:
+    return i
+
+
+async def _sized_floor(
+    api: Api, floor: Api, fn: Callable[[Any], Any], arg: Any, write: bool
+) -> tuple[Callable[[int], Any], tuple[int, int] | None]:
+    """The floor call to pair with ``fn``: redis-py's EVALSHA (or GET) sending (or
+    receiving) as many bytes as one call of ``fn(arg)`` does, by the server's count; the
+    floor's fixed size where the server has no per-connection counters (Valkey 8+, Redis
+    7.2+) or the backend no connection there (a saver without Redis, the peer's server)."""
+    before = await _saver_bytes(floor)
+    await api.call(fn(arg))
+    after = await _saver_bytes(floor)
+    if before is None or after is None or after == before:
+        return (floor.s.write if write else floor.s.read), None
+    sized = (after[0] - before[0], after[1] - before[1])
+    await floor.call(floor.s.size_to(*sized))
+    return (floor.s.write_sized if write else floor.s.read_sized), sized
+
+
+async def _saver_bytes(floor: Api) -> tuple[int, int] | None:
+    """Bytes received from and sent to the savers' connections so far, by the server."""
+    mine = [c for c in await floor.call(floor.s.client.client_list()) if c.get("name") == SAVER_CLIENT]
+    if not mine or "tot-net-in" not in mine[0]:
+        return None
+    return sum(int(c["tot-net-in"]) for c in mine), sum(int(c["tot-net-out"]) for c in mine)
 
 
 async def concurrent(
