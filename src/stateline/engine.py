@@ -8,6 +8,7 @@ is ``keep_last=1``) and the whole-thread TTL are settings of the engine, not var
 
 from __future__ import annotations
 
+import builtins  # Engine.list shadows list in the class body: its signatures say builtins.list
 import secrets
 import warnings
 from collections.abc import Iterable, Sequence
@@ -458,7 +459,9 @@ class Engine:
             bound = "(" + _text(last)
         return emitted
 
-    def _selected(self, thread_id: str, entries: list[Any], select: Any, most: int | None) -> Plan[list[Stored]]:
+    def _selected(
+        self, thread_id: str, entries: builtins.list[Any], select: Any, most: int | None
+    ) -> Plan[builtins.list[Stored]]:
         """The checkpoints of a page of bare records that ``select`` accepts (at most
         ``most``), read whole in one pipelined round trip."""
         chosen = []
@@ -474,7 +477,7 @@ class Engine:
                 out.append(stored)
         return out
 
-    def threads(self, limit: int | None = None) -> Plan[list[str]]:
+    def threads(self, limit: int | None = None) -> Plan[builtins.list[str]]:
         """Thread ids from the discovery index (at most ``limit``), sorted, dropping entries
         whose data is gone. A round trip per few shards and per page of 500 ids."""
         found: list[str] = []
@@ -484,14 +487,14 @@ class Engine:
             found += page
         return sorted(found if limit is None else found[:limit])
 
-    def thread_page(self, bound: str = "-") -> Plan[tuple[list[str], str | None]]:
+    def thread_page(self, bound: str = "-") -> Plan[tuple[builtins.list[str], str | None]]:
         """One page of live thread ids from ``bound`` ('-' = the first page) on, and the
         bound of the next page (None after the last); see Discovery.page."""
         return (yield from self.discovery.page(bound))
 
     def delta_history(
         self, thread_id: str, ns: str, checkpoint_id: str | None, channels: Sequence[str]
-    ) -> Plan[dict[str, tuple[list[Write], Any, bool]]]:
+    ) -> Plan[dict[str, tuple[builtins.list[Write], Any, bool]]]:
         """Per channel: the writes of the ancestors (oldest first) back to the nearest one
         with a stored value (the seed, included), and that seed. One round trip per
         HISTORY_STEP ancestors."""
@@ -538,7 +541,7 @@ class Engine:
         self._forget_items(thread_id)
         yield from self.discovery.unindex([thread_id], before=(Command(("UNLINK", *self.keys(thread_id).all)),))
 
-    def thread_stats(self) -> Plan[list[ThreadStats]]:
+    def thread_stats(self) -> Plan[builtins.list[ThreadStats]]:
         """Checkpoints, writes, bytes (MEMORY USAGE) and TTL of every thread. Two round trips."""
         ids = yield from self.threads()
         steps: list[Command] = []
@@ -619,7 +622,7 @@ class Engine:
             removed += yield from self._delete_runs_in(by_thread)
         return removed
 
-    def _delete_runs_in(self, by_thread: dict[str, list[str]]) -> Plan[int]:
+    def _delete_runs_in(self, by_thread: dict[str, builtins.list[str]]) -> Plan[int]:
         """Deletes the runs' checkpoints thread by thread (DROP_STEP per call, the threads'
         calls in one pipeline), then their index entries: all of a thread it emptied."""
         removed, todo = 0, dict(by_thread)
@@ -641,7 +644,7 @@ class Engine:
         dumped = yield from self.dump(source)
         return (yield from self.restore(target, dumped))
 
-    def dump(self, thread_id: str) -> Plan[tuple[list[bytes], list[bytes]]]:
+    def dump(self, thread_id: str) -> Plan[tuple[builtins.list[bytes], builtins.list[bytes]]]:
         """Everything stored for a thread, as opaque fields and index members (for copies
         and migrations between prefixes or servers), read a page per round trip. A thread
         written meanwhile is read again; ``ConflictError`` if it never holds still."""
@@ -662,7 +665,7 @@ class Engine:
                 return fields, members
         raise ConflictError(f"thread {thread_id!r} kept changing while it was copied; try again when it is idle")
 
-    def restore(self, target: str, dumped: tuple[list[bytes], list[bytes]]) -> Plan[int]:
+    def restore(self, target: str, dumped: tuple[builtins.list[bytes], builtins.list[bytes]]) -> Plan[int]:
         """Writes a dump into the new thread ``target`` (a page per round trip) and indexes
         it. Returns how many fields it wrote. Raises ``InvalidInput`` if ``target`` exists."""
         fields, members = dumped
@@ -687,7 +690,7 @@ class Engine:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _value(self, stored: bytes | list, items: dict[bytes, Any], thread_id: str) -> Any:
+    def _value(self, stored: bytes | builtins.list[Any], items: dict[bytes, Any], thread_id: str) -> Any:
         if not isinstance(stored, list):
             return self.codec.load(stored[1:])
         kind, n, log = stored
@@ -695,7 +698,7 @@ class Engine:
         listed = self.codec.load_list([items[digests[k : k + 16]] for k in range(0, 16 * n, 16)])
         return TaggedList(_text(kind), listed) if kind else listed
 
-    def _writes(self, records: list[bytes | None], items: dict[bytes, Any]) -> list[Write]:
+    def _writes(self, records: builtins.list[bytes | None], items: dict[bytes, Any]) -> builtins.list[Write]:
         out = []
         for raw in records:
             if raw is None:  # deleted between the index read and the fetch: not a write anymore
@@ -711,7 +714,7 @@ class Engine:
             out.append(Write(task_id, channel, value, task_path, idx))
         return out
 
-    def _stored(self, thread_id: str, entry: list, items: dict[bytes, Any]) -> Stored:
+    def _stored(self, thread_id: str, entry: builtins.list[Any], items: dict[bytes, Any]) -> Stored:
         ns_e, cid_e, raw, values, writes = entry
         index, (h_typ, h_data, m_typ, m_data) = unpack_record(raw)
         if index[0] != FORMAT:
