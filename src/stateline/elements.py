@@ -34,7 +34,9 @@ import ormsgpack
 from .codec import FINGERPRINT_PYDANTIC, PLAIN_DATA, ValueCodec
 
 try:
-    from pydantic import BaseModel as _Model
+    from pydantic import BaseModel
+
+    _Model: type[BaseModel] | None = BaseModel
 except ImportError:  # pydantic comes with LangGraph; the seed API does without it
     _Model = None
 
@@ -148,8 +150,8 @@ class ItemCache:
         ``key`` names where the list lives (a thread's channel): its previous list is reused."""
         if self.mode is None:
             data = self.codec.dump_all(items, what)
-            digests = [digest(d) for d in data]
-            return b"".join(digests), dict(zip(digests, data, strict=True))
+            each = [digest(d) for d in data]
+            return b"".join(each), dict(zip(each, data, strict=True))
         if key is None:
             return self._address(items, what)
         types = list(map(type, items))
@@ -198,7 +200,7 @@ class ItemCache:
                 entry = (type(item), digest(data), data)
                 if fp is not None:
                     learned.append((fp, entry))
-            elif fp not in young:
+            elif fp is not None and fp not in young:  # (never None here: the entry was found by fp)
                 learned.append((fp, entry))
             digests.append(entry[1])
             elements[entry[1]] = entry[2]
