@@ -9,7 +9,7 @@ the mapping of redis-py errors to stateline errors live here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from redis import exceptions as rx
 
@@ -86,7 +86,7 @@ class _Mapped:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if isinstance(exc, (rx.RedisError, rx.RedisClusterException)):
             mapped = _error_for(exc)
             if mapped is not None:
@@ -181,7 +181,8 @@ def _on_node(client: Any, call: Call, wait: Command) -> list[Any]:
     node, asking, replies = client.get_node_from_key(call.keys[0]), False, []
     for attempt in range(4):
         pipe = client.get_redis_connection(node).pipeline(transaction=False)
-        for s in (Command(("ASKING",)),) * asking + (call, wait):
+        steps: tuple[Call | Command, ...] = (Command(("ASKING",)),) * asking + (call, wait)
+        for s in steps:
             _queue(pipe, s)
         try:
             replies = pipe.execute(raise_on_error=False)[asking:]
@@ -210,6 +211,7 @@ def _on_node(client: Any, call: Call, wait: Command) -> list[Any]:
 def _execute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
         *before, call, wait = step.steps
+        assert isinstance(call, Call) and isinstance(wait, Command)  # a routed batch ends so (_routed)
         head = [_execute(client, s) for s in before]
         return head + _on_node(client, call, wait)
     if isinstance(step, Batch):
@@ -270,7 +272,7 @@ async def _aon_node(client: Any, call: Call, wait: Command) -> list[Any]:
     await client.initialize()  # the asyncio cluster client learns its slots lazily; idempotent
     node, asking, replies = client.get_node_from_key(call.keys[0]), False, []
     for attempt in range(4):
-        steps = (Command(("ASKING",)),) * asking + (call, wait)
+        steps: tuple[Call | Command, ...] = (Command(("ASKING",)),) * asking + (call, wait)
         try:
             replies = (await node_pipeline(node, [_args(s) for s in steps]))[asking:]
             if isinstance(replies[0], (rx.ConnectionError, rx.TimeoutError)):
@@ -306,6 +308,7 @@ def _args(step: Call | Command) -> tuple[Any, ...]:
 async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
     if isinstance(step, Batch) and _routed(client, step):
         *before, call, wait = step.steps  # as in _execute
+        assert isinstance(call, Call) and isinstance(wait, Command)
         head = [await _aexecute(client, s) for s in before]
         return head + await _aon_node(client, call, wait)
     if isinstance(step, Batch):
