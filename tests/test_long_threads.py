@@ -220,3 +220,22 @@ def test_a_long_list_is_read_in_bounded_chunks_and_whole(url: str, prefix: str, 
     assert [m.content for m in got.checkpoint["channel_values"]["messages"]] == [m.content for m in chat.messages]
     history = list(fresh.list({"configurable": {"thread_id": "read"}}, limit=3))
     assert [len(t.checkpoint["channel_values"]["messages"]) for t in history] == [1200, 1196, 1192]
+
+
+def test_the_caches_of_a_process_share_one_budget(url: str, prefix: str) -> None:
+    import stateline
+
+    assert stateline.cache_usage()["budget"] <= 64 * 1024 * 1024
+    try:
+        stateline.configure_caches(256 * 1024)  # a quarter MB for everything
+        savers = [RedisSaver(url, prefix=prefix) for _ in range(3)]  # e.g. graphs compiled apart
+        for i, saver in enumerate(savers):
+            chat = Chat(saver, thread_id=f"budget-{i}")
+            for _ in range(60):
+                chat.put()
+            saver.get_tuple(chat.config)
+        used = stateline.cache_usage()
+        assert used["total"] <= used["budget"] * 1.1 and used["budget"] <= 256 * 1024
+        assert [m.content for m in chat.read()] == [m.content for m in chat.messages]  # still right
+    finally:
+        stateline.configure_caches(64 * 1024 * 1024)

@@ -8,6 +8,7 @@ from .checkpointer import (
     SyncRedisCheckpointer,
     new_id,
 )
+from .elements import cache_usage, configure_caches
 from .embedded import EmbeddedServer
 from .errors import (
     AuthenticationFailed,
@@ -33,6 +34,8 @@ __all__ = [
     "SyncRedisCheckpointer",
     "MemoryCheckpointer",
     "new_id",
+    "configure_caches",
+    "cache_usage",
     "Serde",
     "register",
     "EmbeddedServer",

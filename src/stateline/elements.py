@@ -23,6 +23,7 @@ same types, only the new items are looked at one by one.
 from __future__ import annotations
 
 import hashlib
+import os
 import operator
 import threading
 from collections import OrderedDict
@@ -40,7 +41,10 @@ try:
 except ImportError:  # pydantic comes with LangGraph; the seed API does without it
     _Model = None
 
-__all__ = ["ItemCache", "KnownElements", "ItemStore", "LogHints", "ITEMS", "KNOWN", "HINTS", "item_cache", "digest"]
+__all__ = [
+    "ItemCache", "KnownElements", "ItemStore", "LogHints", "ITEMS", "KNOWN", "HINTS",
+    "item_cache", "configure_caches", "cache_usage", "digest",
+]  # fmt: skip
 
 
 def digest(data: bytes) -> bytes:
@@ -140,6 +144,7 @@ class ItemCache:
         self._young: dict[bytes, tuple[type, bytes, bytes]] = {}
         self._old: dict[bytes, tuple[type, bytes, bytes]] = {}
         self._size = 0
+        self._old_size = 0
         # The last list addressed under a key (a thread's channel), least recently used first.
         self._lists: OrderedDict[Any, _Addressed] = OrderedDict()
         self._lists_size = 0
@@ -176,7 +181,7 @@ class ItemCache:
                 self._lists_size -= 2 * len(old.body)
             self._lists[key] = addressed
             self._lists_size += 2 * len(addressed.body)  # its items' bytes are about as many
-            while self._lists_size > self.budget // 4 and len(self._lists) > 1:
+            while self._lists_size > self.budget // 5 and self._lists:
                 _, dropped = self._lists.popitem(last=False)
                 self._lists_size -= 2 * len(dropped.body)
 
@@ -214,8 +219,20 @@ class ItemCache:
                 if fp not in self._young:
                     self._young[fp] = entry
                     self._size += len(fp) + len(entry[2])
-            if self._size > self.budget // 2:
-                self._old, self._young, self._size = self._young, {}, 0
+                    if self._size > self.budget * 2 // 5:  # two generations and the lists: the budget
+                        self._old, self._young, self._old_size, self._size = self._young, {}, self._size, 0
+
+    def resize(self, budget: int) -> None:
+        with self._lock:
+            self.budget = budget
+            self._old, self._young, self._old_size, self._size = {}, {}, 0, 0
+            self._lists.clear()
+            self._lists_size = 0
+
+    @property
+    def used(self) -> int:
+        """Bytes held (about): both generations and the lists."""
+        return self._size + self._old_size + self._lists_size
 
 
 class KnownElements:
@@ -246,9 +263,17 @@ class KnownElements:
             before = len(known)
             known.update(digests)
             self.size += len(known) - before
-            while self.size > self.budget and len(self._threads) > 1:
-                _, dropped = self._threads.popitem(last=False)
-                self.size -= len(dropped)
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.size > self.budget and self._threads:
+            _, dropped = self._threads.popitem(last=False)
+            self.size -= len(dropped)
+
+    def resize(self, budget: int) -> None:
+        with self._lock:
+            self.budget = budget
+            self._trim()
 
     def forget(self, thread_id: str | None = None) -> None:
         """Forgets one thread (or every thread)."""
@@ -284,9 +309,17 @@ class _Bounded:
                 self.size -= old[1]
             self._map[key] = (value, size)
             self.size += size
-            while self.size > self.budget and self._map:
-                _, (_, dropped) = self._map.popitem(last=False)
-                self.size -= dropped
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.size > self.budget and self._map:
+            _, (_, dropped) = self._map.popitem(last=False)
+            self.size -= dropped
+
+    def resize(self, budget: int) -> None:
+        with self._lock:
+            self.budget = budget
+            self._trim()
 
     def drop(self, match: Any) -> None:
         """Drops every entry whose key ``match(key)`` accepts."""
@@ -317,14 +350,54 @@ class LogHints(_Bounded):
 
 
 # The caches of this process, shared by every engine (a LangGraph graph compiled in strict
-# mode copies its saver, and with it the engine): at most about 64 MB in all. Fingerprints
-# of list items: 16 MB per kind of serde (one in practice); items read: 24 MB; digests known
-# to be stored: 200,000 (about 16 MB); the logs lists live in: 8 MB.
-ITEMS = ItemStore(24 * 1024 * 1024)
-KNOWN = KnownElements()
-HINTS = LogHints(8 * 1024 * 1024)
+# mode copies its saver, and with it the engine), within one budget: STATELINE_CACHE_MB
+# (64 by default) or configure_caches(). A quarter for list item fingerprints (per kind of
+# serde: one in practice), three eighths for items read, a quarter for the digests known to
+# be stored (about 80 bytes each), an eighth for the logs lists live in.
+_KNOWN_ENTRY_BYTES = 80
+ITEMS = ItemStore(0)
+KNOWN = KnownElements(0)
+HINTS = LogHints(0)
 _ITEM_CACHES: dict[tuple[type, str, int], ItemCache] = {}
 _ITEM_CACHES_LOCK = threading.Lock()
+_FINGERPRINT_BUDGET = [0]
+
+
+def configure_caches(total_bytes: int) -> None:
+    """Sets the memory budget of this process's caches (all savers and checkpointers)."""
+    if type(total_bytes) is not int or total_bytes < 0:
+        raise ValueError(f"the cache budget must be a non-negative int of bytes, got {total_bytes!r}")
+    _FINGERPRINT_BUDGET[0] = total_bytes // 4
+    for cache in _ITEM_CACHES.values():
+        cache.resize(total_bytes // 4)
+    ITEMS.resize(total_bytes * 3 // 8)
+    KNOWN.resize(total_bytes // 4 // _KNOWN_ENTRY_BYTES)
+    HINTS.resize(total_bytes // 8)
+
+
+def cache_usage() -> dict[str, int]:
+    """Bytes this process's caches hold now, by cache, and their budget."""
+    with _ITEM_CACHES_LOCK:
+        fingerprints = sum(c.used for c in _ITEM_CACHES.values())
+    used = {
+        "fingerprints": fingerprints,
+        "items": ITEMS.size,
+        "known": KNOWN.size * _KNOWN_ENTRY_BYTES,
+        "hints": HINTS.size,
+    }
+    budget = _FINGERPRINT_BUDGET[0] + ITEMS.budget + KNOWN.budget * _KNOWN_ENTRY_BYTES + HINTS.budget
+    return {**used, "total": sum(used.values()), "budget": budget}
+
+
+def _budget_from_environment() -> int:
+    text = os.environ.get("STATELINE_CACHE_MB", "64")
+    try:
+        return int(float(text) * 1024 * 1024)
+    except ValueError:
+        raise ValueError(f"STATELINE_CACHE_MB must be a number of megabytes, got {text!r}") from None
+
+
+configure_caches(_budget_from_environment())
 
 
 def item_cache(codec: ValueCodec) -> ItemCache:
@@ -337,5 +410,5 @@ def item_cache(codec: ValueCodec) -> ItemCache:
     with _ITEM_CACHES_LOCK:
         found = _ITEM_CACHES.get(key)
         if found is None:
-            found = _ITEM_CACHES[key] = ItemCache(codec)
+            found = _ITEM_CACHES[key] = ItemCache(codec, _FINGERPRINT_BUDGET[0])
         return found
