@@ -23,8 +23,8 @@ same types, only the new items are looked at one by one.
 from __future__ import annotations
 
 import hashlib
-import os
 import operator
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
