@@ -141,7 +141,7 @@ def _thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
 def value_field(ns: str, channel: str, version: object) -> str:
     # Every put names every channel's version, and most did not change: str and int versions
     # (LangGraph's) are remembered; any other kind (floats: 0.0 == -0.0) is spelled out each time.
-    if type(channel) is str and type(version) in (str, int):
+    if type(channel) is str and (type(version) is str or type(version) is int):
         key = (ns, channel, version)
         found = _FIELDS.get(key)
         if found is None:
