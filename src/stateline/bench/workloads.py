@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from .backends import SAVER_CLIENT, Floor, round_trips
@@ -42,7 +42,7 @@ def base_config(thread_id: str) -> dict:
     return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
 
 
-def small_checkpoint(api: Api, step: int, prev_version: Any) -> tuple[dict, dict, dict]:
+def small_checkpoint(api: Api, step: int, prev_version: Any) -> tuple[Checkpoint, dict, dict]:
     """A small checkpoint of two channels (a 200-char string and an int), both new."""
     cp = empty_checkpoint()
     ver = api.next_version(prev_version)
@@ -83,7 +83,7 @@ class Api:
             return f"{self._v:032d}.0"
         return self.s.get_next_version(prev, None)
 
-    def put(self, config: dict, cp: dict, md: dict, nv: dict, i: int = 0) -> Any:
+    def put(self, config: dict, cp: Checkpoint, md: dict, nv: dict, i: int = 0) -> Any:
         if self.floor:
             return self.s.write(i)
         return (self.s.aput if self.is_async else self.s.put)(config, cp, md, nv)
@@ -200,6 +200,7 @@ async def micro(
         await floor.call(floor.s.prepare(*floor_payload()))
     for size in sizes:
         thread_id = f"{thread_prefix}-{size}"
+        ids: list[dict]
         if api.floor:
             config, ids, ver, built, build_s = base_config(thread_id), [], None, size, 0.0
         else:
@@ -241,19 +242,19 @@ async def _micro_ops(
     by_id = [config] if shallow else ids
     state = {"config": config, "ver": ver, "step": size}
 
-    def next_checkpoint(i: int) -> tuple[dict, dict, dict, int]:
+    def next_checkpoint(i: int) -> tuple[Checkpoint, dict, dict, int]:
         cp, md, nv = small_checkpoint(api, state["step"], state["ver"])
         state["ver"], state["step"] = nv["input"], state["step"] + 1
         return cp, md, nv, i
 
-    def put(args: tuple[dict, dict, dict, int]) -> Any:
+    def put(args: tuple[Checkpoint, dict, dict, int]) -> Any:
         cp, md, nv, i = args
         if api.is_async:
             return _aput(cp, md, nv, i)
         state["config"] = api.put(state["config"], cp, md, nv, i)
         return state["config"]
 
-    async def _aput(cp: dict, md: dict, nv: dict, i: int) -> Any:
+    async def _aput(cp: Checkpoint, md: dict, nv: dict, i: int) -> Any:
         state["config"] = await api.put(state["config"], cp, md, nv, i)
         return state["config"]
 
