@@ -58,7 +58,9 @@ def model(state: ChatState) -> dict:
 
 
 def tool(state: ChatState) -> dict:
-    call = state["messages"][-1].tool_calls[0]
+    last = state["messages"][-1]
+    assert isinstance(last, AIMessage)  # route() leads here only from a model turn with a tool call
+    call = last.tool_calls[0]
     turn = _turn_of(state)
     return {"messages": [ToolMessage(content=text(f"tool-{turn}"), tool_call_id=call["id"], id=f"tool-{turn}")]}
 
@@ -152,7 +154,7 @@ def _turn_row(turn: int, wall: float, calls: list[tuple[str, float, float, float
     """saver_ms: the time saver calls were running (their union: LangGraph overlaps its
     put_writes calls with each other and with the graph's own work); saver_sum_ms: the sum
     of every call's wall time; saver_cpu_ms: CPU time of the calling threads."""
-    row = {
+    row: dict[str, Any] = {
         "turn": turn,
         "wall_ms": wall * 1e3,
         "saver_ms": _busy(calls) * 1e3,
@@ -175,7 +177,7 @@ def _summarize(rows: list[dict], marks: tuple[int, ...]) -> dict:
         return [r for r in rows if upto - w < r["turn"] <= upto]
 
     saver = [r["saver_ms"] for r in rows]
-    out = {
+    out: dict[str, Any] = {
         "turns": len(rows),
         "saver_ms_per_turn": {"median": median(saver), "p99": pct(saver, 99), "mean": sum(saver) / len(saver)},
         "saver_cpu_ms_per_turn": {"median": median([r["saver_cpu_ms"] for r in rows])},
