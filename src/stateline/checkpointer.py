@@ -6,7 +6,9 @@ channel's version is the digest of its serialized value, so a key that did not c
 refers to the value already stored: stored once, shared by every checkpoint that has it
 (lists of 4+ items are stored per element by the engine). A session's checkpoints are
 ordered by ``created_at`` (then id), whatever their ids: the engine's id for a checkpoint
-starts with its creation time, and the checkpoint's own id is its alias.
+starts with its creation time, and the checkpoint's own id is its alias. A checkpoint saved
+on its parent is ordered after it whatever the clocks say: one whose clock is behind its
+parent's (another host, a clock stepped back) is ordered one microsecond after the parent.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import runner
 from .codec import FINGERPRINT_PLAIN, ValueCodec
 from .connection import Connection
 from .elements import digest
-from .engine import PAGE, Engine
+from .engine import PAGE, Behind, Engine
 from .errors import ConflictError, InvalidInput
-from .keys import enc
+from .keys import dec, enc
 from .plan import Plan
 from .records import Snapshot, Stored, check_keep_last, ttl_ms
 from .serde import Serde
@@ -190,12 +192,32 @@ def _from_stored(s: Stored) -> Checkpoint:
     return _checkpoint(s.thread_id, s.alias or s.checkpoint_id, s.parent_id, s.header, s.values, s.metadata)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Added to microseconds since 1970 so that every datetime (years 1 to 9999) is a positive
+# number of 16 hex digits, which sort as the instants do.
+_STAMP_OFFSET = 1 << 60
+
+
 def _order_id(cp: Checkpoint) -> str:
     """The engine's id for a checkpoint: its creation time first, so a session's checkpoints
     are ordered by ``created_at`` (then by id) whatever ids they have; the checkpoint's own
     id is its alias, which load, list(before=), delete and parents use."""
-    micros = int(cp.created_at.timestamp() * 1_000_000)
-    return f"{micros:014x}.{cp.checkpoint_id}"
+    micros = (cp.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros + _STAMP_OFFSET:016x}.{cp.checkpoint_id}"
+
+
+def _order_after(parent_order: str, cp: Checkpoint) -> str:
+    """The engine's id for ``cp`` when its own sorts before its parent's (the parent was
+    saved by a host whose clock is ahead, or before the clock stepped back): the parent's
+    time plus one microsecond. The same for every retry of the same save."""
+    stamp, _, _ = parent_order.partition(".")
+    try:
+        after = int(stamp, 16) + 1
+    except ValueError:
+        raise ConflictError(
+            f"checkpoint {cp.checkpoint_id!r} would be ordered before its parent {cp.parent_id!r}"
+        ) from None
+    return f"{after:0{len(stamp)}x}.{cp.checkpoint_id}"
 
 
 def _expected_head(cp: Checkpoint, new_session: bool) -> str | None:
@@ -239,6 +261,9 @@ class BaseCheckpointer(ABC):
       is written.
     - ``load(session, id)`` only ever returns a checkpoint of ``session`` (None if absent);
       ``load(session)`` the newest. ``list`` returns newest first, older than ``before``.
+      Newest means the latest ``created_at`` (any timezone, any year), except that a
+      checkpoint saved on its parent is always newer than that parent, whatever the clocks
+      of the hosts that made them.
     - ``delete(session, id)`` deletes only that checkpoint of that session;
       ``delete(session)`` the whole session. ``clear_all`` deletes every session.
     - ``ttl`` expires a whole session ``ttl`` seconds after its last save; ``keep_last``
@@ -257,8 +282,9 @@ class BaseCheckpointer(ABC):
     @abstractmethod
     async def delete(self, session_id: str, checkpoint_id: str | None = None) -> None: ...
 
-    @abstractmethod
-    async def list_sessions(self) -> builtins.list[str]: ...
+    async def list_sessions(self) -> builtins.list[str]:
+        """The ids of the sessions holding checkpoints. Optional for other backends."""
+        raise NotImplementedError(f"{type(self).__name__} does not list sessions")
 
     @abstractmethod
     async def clear_all(self) -> None: ...
@@ -317,6 +343,14 @@ class _RedisPlans:
         return self._engine
 
     def _save(self, cp: Checkpoint, new_session: bool) -> Plan[None]:
+        snap, expect = self._snapshot(cp, new_session)
+        try:
+            yield from self._engine.put(snap, expect=expect)
+        except Behind as behind:
+            snap.checkpoint_id = _order_after(behind.parent, cp)
+            yield from self._engine.put(snap, expect=expect)
+
+    def _snapshot(self, cp: Checkpoint, new_session: bool) -> tuple[Snapshot, str | None]:
         if not isinstance(cp, Checkpoint):
             raise InvalidInput(f"save() takes a stateline.Checkpoint, got {type(cp).__name__}")
         expect = _expected_head(cp, new_session)
@@ -334,7 +368,7 @@ class _RedisPlans:
             values=cp.state,
             keep_existing=True,  # a version names its content: a stored one is already right
         )
-        return self._engine.put(snap, expect=expect)
+        return snap, expect
 
     def _load(self, session_id: str, checkpoint_id: str | None) -> Plan[Checkpoint | None]:
         stored = yield from self._engine.get(session_id, "", _checkpoint_id(checkpoint_id))
@@ -486,6 +520,9 @@ class MemoryCheckpointer(BaseCheckpointer):
                 raise ConflictError(
                     f"session {sid!r}: expected head {expect or None!r}, found {head!r}; nothing was written"
                 )
+            parent = records.get(expect) if expect else None
+            if parent is not None and record.order < parent.order:  # as put.lua's 'behind'
+                record = replace(record, order=enc(_order_after(dec(parent.order), checkpoint)))
             records = {**records, cid: record}
             ordered = sorted(records, key=lambda k: records[k].order, reverse=True)[: self._keep_last]
             self._sessions[sid] = {k: records[k] for k in ordered}

@@ -55,6 +55,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class Behind(ConflictError):
+    """A put with ``expect`` whose checkpoint id sorts before the checkpoint it follows:
+    it would not become the head. ``parent`` is that checkpoint's id; nothing was written."""
+
+    def __init__(self, thread_id: str, ns: str, parent: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} namespace {ns!r}: the checkpoint would be ordered before its "
+            f"parent {parent!r}; nothing was written"
+        )
+        self.parent = parent
+
+
 class Engine:
     """Plans for one key prefix, codec, retention policy and TTL."""
 
@@ -138,6 +150,8 @@ class Engine:
                     f"thread {snap.thread_id!r} namespace {snap.ns!r}: expected head "
                     f"{expect or None!r}, found {dec(reply[1]) or None!r}; nothing was written"
                 )
+            if status == "behind":
+                raise Behind(snap.thread_id, snap.ns, dec(_text(reply[1])))
             if status == "missing":  # items we believed stored are gone (removed elsewhere)
                 self._known.forget(keys.data)
                 lacking = {bytes(d) for d in reply[1:]}

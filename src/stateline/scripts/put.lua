@@ -13,7 +13,8 @@
 --          list) or 'A<kind>|<log>|<m>|<digests>' (the first m digests of <log>, then these).
 -- Reply: {'ok', first checkpoint of the thread (1/0), first of this run (1/0), {field, log, n}...,
 --         maxmemory-policy or ''};
---        {'conflict', head cid or ''}; {'missing', digest...} for list items neither sent nor
+--        {'conflict', head cid or ''}; {'behind', parent cid} when the checkpoint would sort
+--        before the parent it expects; {'missing', digest...} for list items neither sent nor
 --        stored; {'gone', field...} for values the record refers to that are not stored and
 --        not sent; {'stale', field} for an 'A' value whose log is not what the client thought.
 --        Nothing is written unless the reply is 'ok'.
@@ -23,13 +24,23 @@ ttl, keep, n_items = tonumber(ttl), tonumber(keep), tonumber(n_items)
 local partial = check_whole()
 if partial then return partial end
 local rec = ARGV[2]
+
+-- a < b by bytes, as the index orders members (Lua's own '<' follows the server's locale).
+local function bytes_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 local member = 'c:' .. ns .. ':' .. cid
 
 if expect ~= '' then
   local head = head_member(ns)
   local want = nil
   if expect ~= '-' then want = 'c:' .. ns .. ':' .. resolve(ns, expect) end
-  -- Our own id as the head means this very put was applied already (a retried call).
+  -- Our own id as the head means this very put was applied already (a retried call); so
+  -- does our alias (a retried put the client had to reorder, see 'behind').
   if head ~= want and head ~= member then
     local head_cid = ''
     if head then
@@ -37,8 +48,11 @@ if expect ~= '' then
       local known_as = meta(redis.call('HGET', D, head))[6] or ''  -- the id the caller knows
       if known_as ~= '' then head_cid = known_as end
     end
-    return {'conflict', head_cid}
+    if alias == '' or head_cid ~= alias then return {'conflict', head_cid} end
   end
+  -- The checkpoint becomes the head after the one it follows, so it must sort after it
+  -- (the client orders by a clock, which may be behind the parent's host's clock).
+  if want and bytes_before(member, want) then return {'behind', select(2, split_member(want))} end
 end
 
 local sent = {}
