@@ -1,5 +1,7 @@
 """stateline: durable state for LLM agent workflows, in Redis or Valkey."""
 
+import logging
+
 from .checkpointer import (
     BaseCheckpointer,
     Checkpoint,
@@ -26,6 +28,9 @@ from .errors import (
 from .serde import Serde, register
 
 __version__ = "0.1.0"
+
+# Retries and server errors are logged to "stateline"; the application decides where they go.
+logging.getLogger("stateline").addHandler(logging.NullHandler())
 
 __all__ = [
     "Checkpoint",

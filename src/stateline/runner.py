@@ -8,11 +8,13 @@ the mapping of redis-py errors to stateline errors live here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, Literal, TypeVar
 
 from redis import exceptions as rx
 
+from . import telemetry
 from ._redis_compat import node_pipeline, refresh_slots
 from .connection import is_cluster
 from .errors import (
@@ -30,6 +32,8 @@ from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
 __all__ = ["run", "arun", "iterate", "aiterate"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("stateline")
 
 
 def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | None:
@@ -90,6 +94,10 @@ class _Mapped:
         if isinstance(exc, (rx.RedisError, rx.RedisClusterException)):
             mapped = _error_for(exc)
             if mapped is not None:
+                # The caller gets the error too; the log is for the operator (who may not see
+                # what an application does with it). Bad input is the caller's business.
+                level = logging.DEBUG if isinstance(mapped, InvalidInput) else logging.WARNING
+                log.log(level, "%s: %s", type(mapped).__name__, mapped)
                 raise mapped from exc
         return False
 
@@ -142,6 +150,14 @@ async def _ascan(client: Any, step: Scan) -> tuple[Any, list[Any]]:
     return _scanned(name, await client.scan(**kwargs), rest)
 
 
+def _log_reload(script: Script) -> None:
+    log.debug("script %s is not loaded on the server (restarted, flushed or failed over): loading it", script.name)
+
+
+def _log_retry(what: str, exc: BaseException) -> None:
+    log.info("retrying: %s %s", what, exc)
+
+
 def _scripts_of(steps: tuple[Call | Command, ...]) -> list[Script]:
     return list(dict.fromkeys(s.script for s in steps if isinstance(s, Call)))
 
@@ -169,6 +185,7 @@ def _pipeline(target: Any, steps: tuple[Call | Command, ...], reload: bool = Tru
     if failed and reload:  # a script was not loaded: load it, then run that step and every
         first = failed[0]  # later one again (steps are idempotent), so a wait follows its write
         for script in _scripts_of(steps[first:]):
+            _log_reload(script)
             target.script_load(script.body)
         replies[first:] = _pipeline(target, steps[first:], reload=False)
     return replies
@@ -186,13 +203,16 @@ def _on_node(client: Any, call: Call, wait: Command) -> list[Any]:
             _queue(pipe, s)
         try:
             replies = pipe.execute(raise_on_error=False)[asking:]
-        except (rx.ConnectionError, rx.TimeoutError):
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
             if attempt == 3:
                 raise
+            _log_retry("the thread's node cannot be reached", exc)
             refresh_slots(client)
             node, asking = client.get_node_from_key(call.keys[0]), False
             continue
         first = replies[0]
+        if isinstance(first, (rx.NoScriptError, rx.AskError)) and attempt < 3:  # (MOVED is an AskError)
+            _log_retry("the thread's node answered", first)
         if isinstance(first, rx.NoScriptError) and attempt < 3:
             client.get_redis_connection(node).script_load(call.script.body)
         elif isinstance(first, rx.MovedError) and attempt < 3:  # before AskError: a subclass
@@ -220,12 +240,19 @@ def _execute(client: Any, step: Call | Command | Batch) -> Any:
         return _queue(client, step)
     except rx.NoScriptError:
         assert isinstance(step, Call)
+        _log_reload(step.script)
         client.script_load(step.script.body)
         return _queue(client, step)
 
 
 def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
     """Runs ``plan``, yielding what it emits; its return value ends the iteration."""
+    if telemetry.ENABLED and telemetry.active():
+        return telemetry.traced_iterate(_iterate, client, plan)
+    return _iterate(client, plan)
+
+
+def _iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
     reply = None
     while True:
         try:
@@ -242,7 +269,13 @@ def iterate(client: Any, plan: Plan[T]) -> Iterator[Any]:
 
 def run(client: Any, plan: Plan[T]) -> T:
     """Runs ``plan`` to its end and returns its result (emitted items are dropped)."""
-    it = iterate(client, plan)
+    if telemetry.ENABLED and telemetry.active():
+        return telemetry.traced_run(_run, client, plan)
+    return _run(client, plan)
+
+
+def _run(client: Any, plan: Plan[T]) -> T:
+    it = _iterate(client, plan)
     while True:
         try:
             next(it)
@@ -262,6 +295,7 @@ async def _apipeline(target: Any, steps: tuple[Call | Command, ...], reload: boo
     if failed and reload:  # as in _pipeline
         first = failed[0]
         for script in _scripts_of(steps[first:]):
+            _log_reload(script)
             await target.script_load(script.body)
         replies[first:] = await _apipeline(target, steps[first:], reload=False)
     return replies
@@ -277,13 +311,16 @@ async def _aon_node(client: Any, call: Call, wait: Command) -> list[Any]:
             replies = (await node_pipeline(node, [_args(s) for s in steps]))[asking:]
             if isinstance(replies[0], (rx.ConnectionError, rx.TimeoutError)):
                 raise replies[0]
-        except (rx.ConnectionError, rx.TimeoutError):
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
             if attempt == 3:
                 raise
+            _log_retry("the thread's node cannot be reached", exc)
             await refresh_slots(client)
             node, asking = client.get_node_from_key(call.keys[0]), False
             continue
         first = replies[0]
+        if isinstance(first, (rx.NoScriptError, rx.AskError)) and attempt < 3:  # (MOVED is an AskError)
+            _log_retry("the thread's node answered", first)
         if isinstance(first, rx.NoScriptError) and attempt < 3:
             await client.script_load(call.script.body)
         elif isinstance(first, rx.MovedError) and attempt < 3:  # before AskError: a subclass
@@ -317,11 +354,19 @@ async def _aexecute(client: Any, step: Call | Command | Batch) -> Any:
         return await _queue(client, step)
     except rx.NoScriptError:
         assert isinstance(step, Call)
+        _log_reload(step.script)
         await client.script_load(step.script.body)
         return await _queue(client, step)
 
 
-async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
+def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
+    """``iterate`` for an asyncio client."""
+    if telemetry.ENABLED and telemetry.active():
+        return telemetry.traced_aiterate(_aiterate, client, plan)
+    return _aiterate(client, plan)
+
+
+async def _aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
     reply = None
     while True:
         try:
@@ -337,7 +382,14 @@ async def aiterate(client: Any, plan: Plan[Any]) -> AsyncIterator[Any]:
             reply = await (_ascan(client, step) if isinstance(step, Scan) else _aexecute(client, step))
 
 
-async def arun(client: Any, plan: Plan[T]) -> T:
+def arun(client: Any, plan: Plan[T]) -> Awaitable[T]:
+    """``run`` for an asyncio client (an awaitable of the plan's result)."""
+    if telemetry.ENABLED and telemetry.active():
+        return telemetry.traced_arun(_arun, client, plan)
+    return _arun(client, plan)
+
+
+async def _arun(client: Any, plan: Plan[T]) -> T:
     reply = None
     while True:
         try:

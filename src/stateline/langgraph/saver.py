@@ -211,6 +211,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
         await self.aclose()
 
     # -- plans -------------------------------------------------------------------------------
+    # Each is named after the public method it serves, plus a leading underscore: telemetry
+    # names an operation's span after the plan's generator function.
 
     def _put(self, config, checkpoint, metadata, new_versions) -> Plan[RunnableConfig]:  # type: ignore[no-untyped-def]
         snap = cv.snapshot(config, checkpoint, metadata, new_versions)
@@ -226,12 +228,12 @@ class RedisSaver(BaseCheckpointSaver[str]):
         batch = cv.writes(writes, task_id, task_path)
         return self._engine.put_writes(thread_id, ns or "", cid, batch, cv.SPECIAL_CHANNELS)
 
-    def _get(self, config: RunnableConfig) -> Plan[CheckpointTuple | None]:
+    def _get_tuple(self, config: RunnableConfig) -> Plan[CheckpointTuple | None]:
         thread_id, ns, cid = cv.ids(config)
         stored = yield from self._engine.get(thread_id, ns or "", cid)
         return None if stored is None else cv.checkpoint_tuple(stored)
 
-    def _search(
+    def _list(
         self,
         config: RunnableConfig | None,
         filter: dict[str, Any] | None,
@@ -254,7 +256,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
         thread_id, ns, cid = cv.ids(config)
         yield from self._engine.list(thread_id, ns, before=before_id, select=cv.matcher(filter, cid), limit=limit)
 
-    def _delta(self, config: RunnableConfig, channels: Sequence[str]) -> Plan[Mapping[str, DeltaChannelHistory]]:
+    def _get_delta_channel_history(
+        self, config: RunnableConfig, channels: Sequence[str]
+    ) -> Plan[Mapping[str, DeltaChannelHistory]]:
         if not channels:
             return {}
         thread_id, ns, cid = cv.ids(config)
@@ -267,7 +271,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
             out[ch] = entry
         return out
 
-    def _delete(self, thread_id: str) -> Plan[None]:
+    def _delete_thread(self, thread_id: str) -> Plan[None]:
         yield from self._engine.delete_thread(_one_id(thread_id, "thread_id"))
 
     def _prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int) -> Plan[None]:
@@ -279,16 +283,16 @@ class RedisSaver(BaseCheckpointSaver[str]):
             else:
                 yield from self._engine.prune(thread_id, keep_last)
 
-    def _delete_runs(self, run_ids: Sequence[str]) -> Plan[None]:
+    def _delete_for_runs(self, run_ids: Sequence[str]) -> Plan[None]:
         yield from self._engine.delete_runs(_many_ids(run_ids, "run_ids"))
 
-    def _copy(self, source: str, target: str) -> Plan[None]:
+    def _copy_thread(self, source: str, target: str) -> Plan[None]:
         yield from self._engine.copy_thread(_one_id(source, "source_thread_id"), _one_id(target, "target_thread_id"))
 
     # -- BaseCheckpointSaver, sync -------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._run(self._get(config))
+        return self._run(self._get_tuple(config))
 
     def list(
         self,
@@ -298,7 +302,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        for stored in runner.iterate(self._conn.sync, self._search(config, filter, before, limit)):
+        for stored in runner.iterate(self._conn.sync, self._list(config, filter, before, limit)):
             yield cv.checkpoint_tuple(stored)
 
     def put(
@@ -316,13 +320,13 @@ class RedisSaver(BaseCheckpointSaver[str]):
         self._run(self._put_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
-        self._run(self._delete(thread_id))
+        self._run(self._delete_thread(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._run(self._delete_runs(run_ids))
+        self._run(self._delete_for_runs(run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._run(self._copy(source_thread_id, target_thread_id))
+        self._run(self._copy_thread(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
         """``keep_latest`` keeps the ``keep_last`` newest checkpoints per namespace (and the
@@ -332,12 +336,12 @@ class RedisSaver(BaseCheckpointSaver[str]):
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
-        return self._run(self._delta(config, channels))
+        return self._run(self._get_delta_channel_history(config, channels))
 
     # -- BaseCheckpointSaver, async ------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._arun(self._get(config))
+        return await self._arun(self._get_tuple(config))
 
     async def alist(
         self,
@@ -347,7 +351,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        async for stored in runner.aiterate(self._conn.aio, self._search(config, filter, before, limit)):
+        async for stored in runner.aiterate(self._conn.aio, self._list(config, filter, before, limit)):
             yield cv.checkpoint_tuple(stored)
 
     async def aput(
@@ -365,13 +369,13 @@ class RedisSaver(BaseCheckpointSaver[str]):
         await self._arun(self._put_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._arun(self._delete(thread_id))
+        await self._arun(self._delete_thread(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._arun(self._delete_runs(run_ids))
+        await self._arun(self._delete_for_runs(run_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._arun(self._copy(source_thread_id, target_thread_id))
+        await self._arun(self._copy_thread(source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
         await self._arun(self._prune(thread_ids, strategy, keep_last))
@@ -379,7 +383,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
-        return await self._arun(self._delta(config, channels))
+        return await self._arun(self._get_delta_channel_history(config, channels))
 
     # -- beyond BaseCheckpointSaver: what operators need ----------------------------------
 
