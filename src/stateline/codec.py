@@ -113,6 +113,10 @@ class ValueCodec:
             raise self._oversized(what, data)
         return typ, data
 
+    def seal_value(self, typ: str, data: bytes) -> bytes:
+        """The stored form of a serde's ``(type, bytes)``."""
+        return _tagged(typ, data)
+
     def dump(self, value: Any, what: str) -> bytes:
         """``<type>\\0<bytes>`` of one value."""
         return _tagged(*self.dumps(value, what))

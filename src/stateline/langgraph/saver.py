@@ -33,6 +33,7 @@ from ..errors import InvalidInput
 from ..plan import Plan
 from ..records import ThreadStats, ttl_ms
 from . import _convert as cv
+from ._safety import allowed_names, safe_serde
 
 __all__ = ["RedisSaver", "AsyncRedisSaver", "ShallowRedisSaver", "AsyncShallowRedisSaver"]
 
@@ -84,7 +85,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpoint saver storing full history in Redis or Valkey.
 
     ``RedisSaver(url_or_client=None, *, prefix="stateline:", ttl=None, refresh_on_read=False,
-    keep_last=None, serde=None, data_dir=None, durability="ack", max_value_bytes=256 MiB)``
+    keep_last=None, serde=None, allowed_types=(), unsafe_allow_any_type=False, data_dir=None,
+    durability="ack", max_value_bytes=256 MiB)``
     (``redis_url=``, ``redis_client=`` and ``connection_args=`` are accepted too, as in
     langgraph-checkpoint-redis). With no URL or client
     it uses the embedded Valkey server in ``data_dir`` (default ``./.stateline``).
@@ -92,6 +94,15 @@ class RedisSaver(BaseCheckpointSaver[str]):
     WAITAOF), "replica" (a replica has it, WAIT) or "aof+replica"; a write the server
     cannot confirm in ``durability_timeout_ms`` raises ``stateline.DurabilityError``. Both the sync and
     the async methods work on every saver; each kind of client is made when first needed.
+
+    Safe by default: stored bytes never make a reader import or call what they name. The
+    serde (LangGraph's ``JsonPlusSerializer`` unless ``serde=`` is given, also inside an
+    ``EncryptedSerializer``) is strict whatever ``LANGGRAPH_STRICT_MSGPACK`` says: it
+    rebuilds LangGraph's own types (LangChain messages among them), the types a compiled
+    graph allows (``with_allowlist``) and ``allowed_types`` (classes or ``(module, name)``);
+    any other type loads as its plain data, with LangGraph's warning.
+    ``unsafe_allow_any_type=True`` loads every type (it warns once per process). A serde
+    that loads pickle is refused.
 
     Guarantees: ``put``, ``put_writes`` and ``get_tuple`` are one round trip and atomic;
     writes may arrive before their checkpoint; ``ttl`` (seconds) expires whole threads.
@@ -111,6 +122,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
         refresh_on_read: bool = False,
         keep_last: int | None = None,
         serde: SerializerProtocol | None = None,
+        allowed_types: Iterable[Any] = (),
+        unsafe_allow_any_type: bool = False,
         data_dir: str | None = None,
         durability: str = "ack",
         durability_timeout_ms: int = 1000,
@@ -145,7 +158,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
         if not isinstance(max_value_bytes, int) or max_value_bytes < 1:
             raise InvalidInput(f"max_value_bytes must be a positive int, got {max_value_bytes!r}")
         self._max_value_bytes = max_value_bytes
-        Engine(ValueCodec(self.serde), **self._settings)  # validate the settings now
+        self._allowed_types = allowed_names(allowed_types)
+        self._unsafe = bool(unsafe_allow_any_type)
+        Engine(ValueCodec(self._serde), **self._settings)  # validate the settings now
         super().__init__(serde=serde)
 
     # The engine holds the codec: rebuild it when LangGraph swaps the serde (with_allowlist).
@@ -155,7 +170,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     @serde.setter
     def serde(self, value: SerializerProtocol) -> None:
-        self._serde = maybe_add_typed_methods(value)
+        self._serde = maybe_add_typed_methods(safe_serde(value, self._allowed_types, self._unsafe))
         # JsonPlusSerializer stores a pydantic model as its model_dump(): a function of its
         # fields, so list items (messages) can be recognised by them (elements.ItemCache).
         fingerprint = FINGERPRINT_PYDANTIC if type(self._serde) is JsonPlusSerializer else None
@@ -164,6 +179,8 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     _serde: SerializerProtocol = BaseCheckpointSaver.serde  # the class default
     _max_value_bytes: int = MAX_VALUE_BYTES
+    _allowed_types: frozenset[tuple[str, ...]] = frozenset()
+    _unsafe: bool = False
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> RedisSaver:
