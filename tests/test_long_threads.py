@@ -239,3 +239,21 @@ def test_the_caches_of_a_process_share_one_budget(url: str, prefix: str) -> None
         assert [m.content for m in chat.read()] == [m.content for m in chat.messages]  # still right
     finally:
         stateline.configure_caches(64 * 1024 * 1024)
+
+
+async def test_checkpointers_sharing_the_cache_each_serialize_with_their_own_types(url: str, prefix: str) -> None:
+    from dataclasses import dataclass
+
+    from stateline import Checkpoint, RedisCheckpointer
+
+    @dataclass
+    class Spot:
+        x: int
+
+    plain = RedisCheckpointer(redis_url=url, prefix=prefix + "a:")
+    typed = RedisCheckpointer(redis_url=url, prefix=prefix + "b:", types=[Spot])
+    await plain.save(Checkpoint(session_id="s", state={"items": ["a", "b", "c", "d", "e"]}))
+    await typed.save(Checkpoint(session_id="s", state={"items": [Spot(i) for i in range(5)]}))
+    assert (await typed.load("s")).state["items"] == [Spot(i) for i in range(5)]
+    await plain.close()
+    await typed.close()

@@ -150,27 +150,32 @@ class ItemCache:
         self._lists_size = 0
         self._lock = threading.Lock()  # a sync saver is shared by LangGraph's worker threads
 
-    def address(self, items: list[Any], what: str, key: Any = None) -> tuple[bytes, dict[bytes, bytes]]:
+    def address(
+        self, items: list[Any], what: str, key: Any = None, codec: ValueCodec | None = None
+    ) -> tuple[bytes, dict[bytes, bytes]]:
         """The items' digests joined (16 bytes each, in order) and digest -> serialized bytes.
-        ``key`` names where the list lives (a thread's channel): its previous list is reused."""
+        ``key`` names where the list lives (a thread's channel): its previous list is reused.
+        ``codec`` serializes what the cache lacks (the cache is shared by codecs whose output
+        is a function of an item's content; each may refuse types another accepts)."""
+        codec = codec or self.codec
         if self.mode is None:
-            data = self.codec.dump_all(items, what)
+            data = codec.dump_all(items, what)
             each = [digest(d) for d in data]
             return b"".join(each), dict(zip(each, data, strict=True))
         if key is None:
-            return self._address(items, what)
+            return self._address(codec, items, what)
         types = list(map(type, items))
         try:
             views = _model_views(items, types) if self.models else items
             body = ormsgpack.packb(views, default=_not_plain, option=self.options)[_header_size(len(items)) :]
         except (TypeError, AttributeError):  # an item without an exact fingerprint: one by one
-            return self._address(items, what)
+            return self._address(codec, items, what)
         last = self._lists.get(key)
         if last is not None and body.startswith(last.body) and types[: last.n] == last.types:
-            digests, elements = self._address(items[last.n :], what, views[last.n :])
+            digests, elements = self._address(codec, items[last.n :], what, views[last.n :])
             digests, elements = last.digests + digests, {**last.elements, **elements}
         else:
-            digests, elements = self._address(items, what, views)
+            digests, elements = self._address(codec, items, what, views)
         self._remember(key, _Addressed(body, types, len(items), digests, elements))
         return digests, elements
 
@@ -185,7 +190,9 @@ class ItemCache:
                 _, dropped = self._lists.popitem(last=False)
                 self._lists_size -= 2 * len(dropped.body)
 
-    def _address(self, items: list[Any], what: str, views: list[Any] | None = None) -> tuple[bytes, dict[bytes, bytes]]:
+    def _address(
+        self, codec: ValueCodec, items: list[Any], what: str, views: list[Any] | None = None
+    ) -> tuple[bytes, dict[bytes, bytes]]:
         """Item by item; ``views``: the items' fingerprint views, when already made."""
         packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
         digests, elements, learned = [], {}, []
@@ -201,7 +208,7 @@ class ItemCache:
                 fp = None  # no exact fingerprint: the serde decides, every time
             entry = None if fp is None else (young.get(fp) or old.get(fp))
             if entry is None or entry[0] is not type(item):
-                data = self.codec.dump(item, what)
+                data = codec.dump(item, what)
                 entry = (type(item), digest(data), data)
                 if fp is not None:
                     learned.append((fp, entry))

@@ -249,7 +249,7 @@ class Engine:
         )
 
     def _items(self, value: list[Any], what: str, key: Any = None) -> tuple[bytes, dict[bytes, bytes]]:
-        return self._items_cache.address(value, f"an item of {what}", key)
+        return self._items_cache.address(value, f"an item of {what}", key, self.codec)
 
     def _with_elements(
         self, thread_id: str, elements: dict[bytes, bytes], call: Any, before: tuple[Call | Command, ...] = ()
