@@ -480,7 +480,7 @@ class Engine:
         ``most``), read whole in one pipelined round trip."""
         chosen = []
         for ns_e, cid_e, raw in entries:
-            if select(self._stored(thread_id, [ns_e, cid_e, raw, None, []], {})):
+            if select(self.bare(thread_id, [ns_e, cid_e, raw])):
                 chosen.append((dec(ns_e), dec(cid_e)))
                 if most is not None and len(chosen) >= most:
                     break
@@ -556,24 +556,10 @@ class Engine:
         yield from self.discovery.unindex([thread_id], before=(Command(("UNLINK", *self.keys(thread_id).all)),))
 
     def thread_stats(self) -> Plan[builtins.list[ThreadStats]]:
-        """Checkpoints, writes, bytes (MEMORY USAGE) and TTL of every thread. Two round trips."""
-        ids = yield from self.threads()
-        steps: list[Command] = []
-        for t in ids:
-            k = self.keys(t)
-            steps += (
-                Command(("ZLEXCOUNT", k.index, *K.kind_range("c"))),
-                Command(("ZLEXCOUNT", k.index, *K.kind_range("w"))),
-                Command(("MEMORY", "USAGE", k.data, "SAMPLES", 0)),
-                Command(("MEMORY", "USAGE", k.index, "SAMPLES", 0)),
-                Command(("PTTL", k.index)),
-            )
-        replies = (yield Batch(tuple(steps))) if steps else []
-        out = []
-        for i, t in enumerate(ids):
-            cps, writes, data, index, ttl = replies[5 * i : 5 * i + 5]
-            out.append(ThreadStats(t, cps, writes, (data or 0) + (index or 0), ttl))
-        return out
+        """Checkpoints, writes, bytes and TTL of every thread (``survey.thread_stats``)."""
+        from . import survey
+
+        return (yield from survey.thread_stats(self, None))
 
     def delete_checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> Plan[bool]:
         """Deletes one checkpoint and its writes, and the values no other checkpoint
@@ -727,6 +713,12 @@ class Engine:
             value = self.codec.load_list(listed) if listed is not None else self.codec.loads(typ, data)
             out.append(Write(task_id, channel, value, task_path, idx))
         return out
+
+    def bare(self, thread_id: str, entry: builtins.list[Any]) -> Stored:
+        """A checkpoint from a bare record of the list script (ns, cid, record): its ids,
+        parent, header and metadata; no values, no writes."""
+        ns_e, cid_e, raw = entry[:3]
+        return self._stored(thread_id, [ns_e, cid_e, raw, None, []], {})
 
     def _stored(self, thread_id: str, entry: builtins.list[Any], items: dict[bytes, Any]) -> Stored:
         ns_e, cid_e, raw, values, writes = entry

@@ -95,7 +95,7 @@ class Schema:
 
     def index_of(self, thread_id: str) -> IndexKeys:
         """The discovery shard of a thread (a stable hash of its encoded id)."""
-        return self.index(zlib.crc32(enc(thread_id).encode()) % SHARDS)
+        return self.index(shard_of(thread_id))
 
     def index(self, shard: int) -> IndexKeys:
         return _index_keys(self.prefix, shard)
@@ -181,6 +181,16 @@ def run_of(member: bytes) -> str:
 
 # Members of a discovery shard's ``entries`` (mirrors scripts/index.lua); ids encoded.
 THREAD_ENTRIES = (b"[t:", b"[t:\xff")
+
+
+def shard_of(thread_id: str) -> int:
+    """The discovery shard a thread's entries live in."""
+    return zlib.crc32(enc(thread_id).encode()) % SHARDS
+
+
+def page_bound_after(thread_id: str) -> str:
+    """A discovery page bound ('<shard> <entry>') that resumes right after ``thread_id``."""
+    return f"{shard_of(thread_id)} t:{enc(thread_id)}"
 
 
 def thread_entry_bound(member: bytes | str) -> bytes:

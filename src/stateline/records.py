@@ -74,8 +74,12 @@ class ThreadStats:
     thread_id: str
     checkpoints: int
     writes: int
-    memory: int  # bytes, MEMORY USAGE of the thread's keys
-    ttl_ms: int  # -1 = no expiry
+    memory: int | None  # bytes, MEMORY USAGE of the thread's keys (None: not measured)
+    ttl_ms: int  # -1 = no expiry, -2 = the thread does not exist
+
+    @property
+    def exists(self) -> bool:
+        return self.ttl_ms != -2
 
 
 @dataclass(slots=True)  # not frozen: built on every operation, and frozen costs twice that

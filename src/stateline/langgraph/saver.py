@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from .. import runner
+from .. import runner, survey
 from ..codec import FINGERPRINT_PYDANTIC, MAX_VALUE_BYTES, ValueCodec
 from ..connection import Connection
 from ..engine import Engine
@@ -404,9 +404,45 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     # -- beyond BaseCheckpointSaver: what operators need ----------------------------------
 
-    def thread_stats(self) -> builtins.list[ThreadStats]:
-        """Every thread with its checkpoint and write counts, bytes in Redis and TTL."""
-        return self._run(self._engine.thread_stats())
+    def thread_stats(
+        self, thread_ids: Sequence[str] | None = None, *, memory: bool = True
+    ) -> builtins.list[ThreadStats]:
+        """Checkpoint and write counts, TTL and (with ``memory``) bytes in Redis of each
+        thread (default: every thread); a thread that does not exist has ``exists`` False.
+        One round trip per 100 threads; bytes are the server's sampled MEMORY USAGE."""
+        ids = None if thread_ids is None else _many_ids(thread_ids, "thread_ids")
+        return self._run(survey.thread_stats(self._engine, ids, memory=memory))
+
+    def thread_page(
+        self, cursor: str | None = None, *, limit: int = 100, match: str | None = None
+    ) -> tuple[builtins.list[str], str | None]:
+        """Up to ``limit`` thread ids (containing ``match``, if given) from ``cursor`` (None:
+        the first page), in the discovery index's order (not sorted), and the cursor of the
+        next page (None after the last). Bounded work: a search that finds few threads
+        returns early, with a cursor to go on from."""
+        return self._run(survey.thread_page(self._engine, cursor, limit, match))
+
+    def thread_heads(self, thread_ids: Sequence[str]) -> builtins.list[CheckpointTuple | None]:
+        """The newest root checkpoint of each thread (None where there is none), with its
+        metadata and header but no channel values or pending writes. One round trip per
+        100 threads."""
+        found = self._run(survey.heads(self._engine, _many_ids(thread_ids, "thread_ids")))
+        return [None if s is None else cv.checkpoint_tuple(s) for s in found]
+
+    def checkpoint_counts(self, thread_ids: Sequence[str]) -> builtins.list[dict[str, int]]:
+        """Per thread, how many checkpoints each namespace holds ({} for no thread)."""
+        return self._run(survey.checkpoint_counts(self._engine, _many_ids(thread_ids, "thread_ids")))
+
+    def list_records(
+        self, config: RunnableConfig, *, before: RunnableConfig | None = None, limit: int | None = None
+    ) -> Iterator[CheckpointTuple]:
+        """Like ``list`` (every namespace unless the config names one), newest first, but
+        without channel values or pending writes: ids, parents, metadata. Cheap on long
+        threads (a page of 200 records per round trip)."""
+        thread_id, ns, _cid = cv.ids(config)
+        plan = survey.records(self._engine, thread_id, ns, before=cv.before_id(before), limit=limit)
+        for stored in runner.iterate(self._conn.sync, plan):
+            yield cv.checkpoint_tuple(stored)
 
     def copy_thread_to(self, source_thread_id: str, target: RedisSaver, target_thread_id: str) -> int:
         """Copies a thread to another saver (another prefix or server): a migration."""
