@@ -49,7 +49,7 @@ def test_copy_prune_stats_and_delete(url: str, prefix: str, thread: str) -> None
     assert len(list(saver.list({"configurable": {"thread_id": "copy"}}))) == 2
     out = cli(url, prefix, "stats")
     assert "threads" in out and " 2 " in out
-    cli(url, prefix, "copy", "copy", "moved", "--to-prefix", prefix + "other:", "--move")
+    cli(url, prefix, "copy", "copy", "moved", "--to-prefix", prefix + "other:", "--move", "--yes")
     assert saver.get_tuple({"configurable": {"thread_id": "copy"}}) is None
     other = RedisSaver(url, prefix=prefix + "other:")
     assert other.get_tuple({"configurable": {"thread_id": "moved"}}).checkpoint["channel_values"]["messages"]
@@ -59,7 +59,7 @@ def test_copy_prune_stats_and_delete(url: str, prefix: str, thread: str) -> None
 
 def test_show_of_a_missing_thread_says_so(url: str, prefix: str) -> None:
     result = CliRunner().invoke(app, ["show", "nope", "--url", url, "--prefix", prefix])
-    assert result.exit_code == 1 and "no checkpoint" in result.output
+    assert result.exit_code == 3 and "no checkpoint" in result.stderr and result.stdout == ""
 
 
 def test_errors_are_one_line_and_exit_1(url: str, prefix: str, thread: str) -> None:
@@ -70,5 +70,6 @@ def test_errors_are_one_line_and_exit_1(url: str, prefix: str, thread: str) -> N
         [sys.executable, "-m", "stateline", "copy", thread, thread, "--url", url, "--prefix", prefix],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 2  # a target that exists: the command cannot be used so
     assert done.stderr.strip() == f"error: cannot copy into thread {thread!r}: it exists already (delete it first)"
+    assert done.stdout == ""

@@ -6,13 +6,29 @@ from typing import Optional
 
 import typer
 
+from ._exit import DEBUG_KEY, Group
+
 # A traceback's local variables would show a --url with its password (typer 0.12 shows them
 # by default).
 app = typer.Typer(
-    help="Durable state for LLM agent workflows, in Redis or Valkey.",
+    cls=Group,
+    help="Durable state for LLM agent workflows, in Redis or Valkey. "
+    "Exit status: 0 done, 1 failed, 2 bad usage, 3 not found, 4 not confirmed (nothing changed).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(
+        False, "--debug", envvar="STATELINE_DEBUG", help="Show the traceback of an error (never its variables)."
+    ),
+) -> None:
+    ctx.meta[DEBUG_KEY] = debug
+
+
 server_app = typer.Typer(help="The embedded Valkey server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
@@ -108,11 +124,5 @@ ops.register(app)
 
 
 def main() -> None:
-    """The console script: a stateline error is a one-line message and exit status 1."""
-    from ..errors import StatelineError
-
-    try:
-        app()
-    except StatelineError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise SystemExit(1) from None
+    """The console script (errors and exit statuses: ``_exit.Group``)."""
+    app()
