@@ -390,7 +390,7 @@ def register(app: typer.Typer) -> None:
             return round(sum(values) * scale)
 
         biggest = max(measured, key=lambda s: s.memory or 0, default=None)
-        report = {
+        report: dict[str, Any] = {
             "threads": n,
             "measured": k,
             "exact": k == n,
