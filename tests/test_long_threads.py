@@ -139,7 +139,7 @@ def _fields(client: redis.Redis, key: str) -> dict[bytes, bytes]:
 
 def _check_counts(fields: dict[bytes, bytes]) -> None:
     """Every value, log and item is counted, and every count belongs to a stored field."""
-    counted = {f[2:] for f in fields if f.startswith(b"n:")}
+    counted = {f[2:] for f in fields if f[:2] in (b"n:", b"k:")}  # (k: forks of a log)
     stored = {f for f in fields if f[:2] in (b"b:", b"e:") or (f.startswith(b"l:") and b"#" not in f)}
     assert counted == stored
 
@@ -257,3 +257,31 @@ async def test_checkpointers_sharing_the_cache_each_serialize_with_their_own_typ
     assert (await typed.load("s")).state["items"] == [Spot(i) for i in range(5)]
     await plain.close()
     await typed.close()
+
+
+def test_a_fork_of_a_long_list_shares_its_prefix_and_frees_only_its_own_items(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    chat = Chat(saver, thread_id="fork")
+    configs = []
+    for _ in range(100):
+        chat.put()
+        configs.append(chat.config)
+    original = list(chat.messages)
+    # time travel: go on from the 50th checkpoint (200 messages) with a message of its own
+    fork = Chat(saver, thread_id="fork")
+    fork.config, fork.versions = configs[49], dict(chat.versions)
+    fork.messages, fork.step = original[:199] + [HumanMessage(content="another way", id="fork")], 50
+    fork.put(new_messages=3)
+    client = redis.Redis.from_url(url)
+    keys = saver.engine.keys("fork")
+    heads = [v for f, v in _fields(client, keys.data).items() if f.startswith(b"l:") and b"#" not in f]
+    assert sorted(h.count(b" ") for h in heads) == [0, 2]  # the fork's log: 4 own digests on a base of 199
+    assert [m.content for m in fork.read()] == [m.content for m in fork.messages]
+    assert [m.content for m in chat.read()] == [m.content for m in original]
+    saver.prune(["fork"], keep_last=1)  # keeps the fork alone: the original's own items go
+    for _ in range(3):
+        fork.put()  # each write releases a bounded number of them
+    fields = _fields(client, keys.data)
+    assert len([f for f in fields if f.startswith(b"e:")]) == len(fork.messages)
+    _check_counts(fields)
+    assert [m.content for m in fork.read()] == [m.content for m in fork.messages]

@@ -11,6 +11,7 @@
 --     w:<ns>:<cid>:<task>:<idx>  pending write: a record, or 'W<n>:<digests><record>'
 --     a:<ns>:<alias>         the cid an adapter's own id stands for
 --     n:<field>              reference count of a b:, l: or e: field; at 0 the field goes
+--     k:<log>                '<count> <upto>': logs that share the first digests of this one
 --     v                      the thread's write generation (copies check it did not move)
 --   KEYS[2] = I, a sorted set (all scores 0, ordered by member bytes):
 --     c:<ns>:<cid>, o:<cid> <ns> (all namespaces by id), w:<ns>:<cid>:<task>:<idx>,
@@ -77,31 +78,57 @@ local function call_chunked(command, key, args)
   end
 end
 
--- The first n digests of a log, read chunk by chunk (a few KB per thousand items), or nil
--- if a chunk is missing.
-local function log_digests(log, n)
-  if n == 0 then return '' end
-  local fields = {}
-  for j = 0, math.floor((n - 1) / CHUNK) do fields[#fields + 1] = log .. '#' .. j end
-  local chunks = hmget(fields)
-  for j = 1, #chunks do
-    if not chunks[j] then return nil end
-  end
-  return string.sub(table.concat(chunks), 1, 16 * n)
+-- A log's header: '<len>', or '<len> <base> <base_n>' for a log whose first base_n digests
+-- are those of log <base> (a fork of a list shares its prefix; the log holds a reference to
+-- its base). The log's own digests, positions base_n..len-1, are in chunks '<log>#<j>' of
+-- CHUNK, numbered from base_n. Returns len, base, base_n (nil if the log is not stored).
+local function log_head(log)
+  local h = redis.call('HGET', D, log)
+  if not h then return nil end
+  local len, base, base_n = string.match(h, '^(%d+) ?([^ ]*) ?(%d*)$')
+  return tonumber(len), base ~= '' and base or nil, tonumber(base_n) or 0
 end
 
--- Digests [from, to) (0-based) of a log, or nil if a chunk is missing.
+local function log_set_head(log, len, base, base_n)
+  redis.call('HSET', D, log, base and (len .. ' ' .. base .. ' ' .. base_n) or len)
+end
+
+-- Digests [from, to) (0-based) of a log, or nil if a part of it is missing.
 local function log_slice(log, from, to)
   if to <= from then return '' end
-  local first = math.floor(from / CHUNK)
-  local fields = {}
-  for j = first, math.floor((to - 1) / CHUNK) do fields[#fields + 1] = log .. '#' .. j end
-  local chunks = hmget(fields)
-  for j = 1, #chunks do
-    if not chunks[j] then return nil end
+  local _, base, base_n = log_head(log)
+  if base_n == nil then return nil end
+  local parts = {}
+  if from < base_n then
+    parts[1] = log_slice(base, from, math.min(to, base_n))
+    if not parts[1] then return nil end
   end
-  local skip = 16 * (from - first * CHUNK)
-  return string.sub(table.concat(chunks), skip + 1, skip + 16 * (to - from))
+  if to > base_n then
+    local own_from, own_to = math.max(from, base_n) - base_n, to - base_n
+    local first = math.floor(own_from / CHUNK)
+    local fields = {}
+    for j = first, math.floor((own_to - 1) / CHUNK) do fields[#fields + 1] = log .. '#' .. j end
+    local chunks = hmget(fields)
+    for j = 1, #chunks do
+      if not chunks[j] then return nil end
+    end
+    local skip = 16 * (own_from - first * CHUNK)
+    parts[#parts + 1] = string.sub(table.concat(chunks), skip + 1, skip + 16 * (own_to - own_from))
+  end
+  return table.concat(parts)
+end
+
+local function log_digests(log, n)
+  return log_slice(log, 0, n)
+end
+
+-- How many leading digests two digest strings share (compared 64 digests at a time).
+local function common_prefix(a, b)
+  local n, block = math.min(#a, #b), 16 * CHUNK
+  local k = 0
+  while k + block <= n and string.sub(a, k + 1, k + block) == string.sub(b, k + 1, k + block) do k = k + block end
+  while k + 16 <= n and string.sub(a, k + 1, k + 16) == string.sub(b, k + 1, k + 16) do k = k + 16 end
+  return k / 16
 end
 
 local function counted(f)
@@ -112,10 +139,25 @@ local function hold(f, by)
   redis.call('HINCRBY', D, 'n:' .. f, by or 1)
 end
 
+-- The forks of a log: 'k:<log>' = '<count> <longest prefix a fork shares>', or nil.
+local function forks_of(log)
+  local k = redis.call('HGET', D, 'k:' .. log)
+  if not k then return nil end
+  local count, upto = string.match(k, '^(%d+) (%d+)$')
+  return tonumber(count), tonumber(upto)
+end
+
+-- A new log shares the first `upto` digests of `base`.
+local function hold_fork(base, upto)
+  local count, most = forks_of(base)
+  redis.call('HSET', D, 'k:' .. base, ((count or 0) + 1) .. ' ' .. math.max(most or 0, upto))
+end
+
 -- Appends digests to a log of length len, rewriting only its last chunk; each digest holds
 -- its item. Returns the new length.
 local function log_append(log, len, digests)
-  local n, pos, i, fields = #digests / 16, len, 1, {}
+  local _, base, base_n = log_head(log)
+  local n, pos, i, fields = #digests / 16, len - base_n, 1, {}
   while i <= n do
     local j = math.floor(pos / CHUNK)
     local take = math.min(CHUNK - pos % CHUNK, n - i + 1)
@@ -125,11 +167,22 @@ local function log_append(log, len, digests)
     fields[#fields + 1] = part
     pos, i = pos + take, i + take
   end
-  fields[#fields + 1] = log
-  fields[#fields + 1] = pos
   call_chunked('HSET', D, fields)
+  log_set_head(log, base_n + pos, base, base_n)
   for k = 1, #digests, 16 do hold('e:' .. string.sub(digests, k, k + 15)) end
-  return pos
+  return base_n + pos
+end
+
+-- Starts log `log` as the first base_n digests of `base` (none: base nil) followed by
+-- `digests`; the new log holds its base and its own items.
+local function log_start(log, base, base_n, digests)
+  if base and base_n > 0 then
+    hold_fork(base, base_n)
+    log_set_head(log, base_n, base, base_n)
+  else
+    log_set_head(log, 0)
+  end
+  log_append(log, base and base_n or 0, digests)
 end
 
 -- A list value 'L<n>:<log>[|<kind>]' -> n, log, kind
@@ -139,7 +192,8 @@ local function list_parts(v)
 end
 
 -- Drops one reference to a b:, l: or e: field, and the field itself once nobody refers to
--- it. A log's items are released by collect(), a bounded number per call.
+-- it. A log nobody refers to is queued (g:) for collect(), which releases its items a bounded
+-- number per call: all of them, or while forks share its prefix, those beyond it.
 local function release(f)
   if redis.call('HINCRBY', D, 'n:' .. f, -1) > 0 then return end
   redis.call('HDEL', D, 'n:' .. f)
@@ -160,25 +214,51 @@ local function release(f)
   end
 end
 
--- Releases the items of unreferenced logs, at most `budget` of them; returns true when
--- nothing is left to do.
+-- A fork of `base` went: the base goes too once nothing else refers to it.
+local function release_fork(base)
+  local count, upto = forks_of(base)
+  if count and count > 1 then
+    redis.call('HSET', D, 'k:' .. base, (count - 1) .. ' ' .. upto)
+    return
+  end
+  redis.call('HDEL', D, 'k:' .. base)
+  if not counted(base) then redis.call('ZADD', I, 0, 'g:' .. base) end
+end
+
+-- Releases the items of logs nobody refers to (their own digests, last first), at most
+-- `budget` of them; a log goes whole (and lets go of its base) unless forks share its
+-- prefix, which then stays. Returns true when nothing is left to do.
 local function collect(budget)
   for _, m in ipairs(by_prefix('g:', 4)) do
     local log = string.sub(m, 3)
-    local len = tonumber(redis.call('HGET', D, log) or '0')
-    while len > 0 and budget > 0 do
-      local j = math.floor((len - 1) / CHUNK)
+    local len, base, base_n = log_head(log)
+    len, base_n = len or 0, base_n or 0
+    local _, shared = forks_of(log)
+    local keep = math.max(base_n, shared or 0)
+    while len > keep and budget > 0 do
+      local j = math.floor((len - base_n - 1) / CHUNK)
+      local first = base_n + j * CHUNK  -- the chunk's first position
       local chunk = redis.call('HGET', D, log .. '#' .. j) or ''
-      for k = 1, #chunk, 16 do release('e:' .. string.sub(chunk, k, k + 15)) end
-      redis.call('HDEL', D, log .. '#' .. j)
-      budget, len = budget - math.max(1, #chunk / 16), j * CHUNK
+      local cut = math.max(keep - first, 0)  -- digests of the chunk that stay
+      for k = 16 * cut + 1, #chunk, 16 do release('e:' .. string.sub(chunk, k, k + 15)) end
+      if cut > 0 then
+        redis.call('HSET', D, log .. '#' .. j, string.sub(chunk, 1, 16 * cut))
+      else
+        redis.call('HDEL', D, log .. '#' .. j)
+      end
+      budget, len = budget - math.max(1, #chunk / 16 - cut), first + cut
     end
-    if len > 0 then
-      redis.call('HSET', D, log, len)
+    if len > keep then
+      log_set_head(log, len, base, base_n)
       return false
     end
-    redis.call('HDEL', D, log)
     redis.call('ZREM', I, m)
+    if shared then
+      log_set_head(log, len, base, base_n)  -- what its forks share stays, until they go
+    else
+      redis.call('HDEL', D, log)
+      if base then release_fork(base) end
+    end
   end
   return #by_prefix('g:', 1) == 0
 end

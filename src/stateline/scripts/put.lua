@@ -80,19 +80,19 @@ local function check(digests)
     if not sent[d] and redis.call('HEXISTS', D, 'e:' .. d) == 0 then missing[#missing + 1] = d end
   end
 end
+-- `digests` follows the first `from` digests of `log` (of length `len`): append to the log,
+-- reuse what it holds already, or start a new log on the prefix they share.
 local function plan_list(field, log, len, digests, from)
-  -- `digests` extends the first `from` digests of `log` (of length `len`)
   local n = from + #digests / 16
   if len == from then
     check(digests)
     return {field = field, log = log, append = digests, at = from, n = n}
   end
-  if len > from and log_slice(log, from, math.min(len, n)) == digests and len >= n then
-    return {field = field, log = log, n = n}
-  end
-  local prefix = log_digests(log, from)
-  check(digests)
-  return {field = field, new = prefix .. digests, n = n}
+  local shared = common_prefix(log_slice(log, from, math.min(len, n)) or '', digests)
+  if from + shared == n then return {field = field, log = log, n = n} end
+  local own = string.sub(digests, 16 * shared + 1)
+  check(own)
+  return {field = field, base = log, base_n = from + shared, own = own, n = n}
 end
 for _, field in ipairs(order) do
   local value = given[field]
@@ -105,32 +105,30 @@ for _, field in ipairs(order) do
     if tag == 65 then
       local log, m, digests = string.match(rest, '^([^|]*)|(%d+)|(.*)$')
       m = tonumber(m)
-      local len = tonumber(redis.call('HGET', D, log) or '-1')
+      local len = log_head(log) or -1
       if len < m or not counted(log) then return {'stale', field} end
       p = plan_list(field, log, len, digests, m)
     else
       local tip = redis.call('HGET', D, 't:' .. base)
       local log = tip and ('l:' .. base .. ':' .. tip)
-      local len = log and tonumber(redis.call('HGET', D, log) or '-1') or -1
-      local n = #rest / 16
-      if len >= 0 and n <= len and log_digests(log, n) == rest then
-        p = {field = field, log = log, n = n}
-      elseif len >= 0 and n > len and log_digests(log, len) == string.sub(rest, 1, 16 * len) then
-        p = plan_list(field, log, len, string.sub(rest, 16 * len + 1), len)
+      local len = log and log_head(log) or -1
+      if len >= 0 then  -- the channel's newest log: the new list likely shares a prefix with it
+        local shared = common_prefix(log_digests(log, math.min(len, #rest / 16)) or '', rest)
+        p = plan_list(field, log, len, string.sub(rest, 16 * shared + 1), shared)
       else
         check(rest)
-        p = {field = field, new = rest, n = n}
+        p = {field = field, own = rest, base_n = 0, n = #rest / 16}
       end
     end
-    if p.new then
+    if p.own then
       p.log = 'l:' .. base .. ':' .. log_id
-      local len = tonumber(redis.call('HGET', D, p.log) or '-1')
-      if len >= 0 then  -- this put's own log, made by an earlier try of this call
-        if log_digests(p.log, math.min(len, p.n)) ~= string.sub(p.new, 1, 16 * math.min(len, p.n)) then
+      local len = log_head(p.log)
+      if len then  -- this put's own log, made by an earlier try of this very call
+        local planned = (p.base and log_slice(p.base, 0, p.base_n) or '') .. p.own
+        if len < p.n or log_digests(p.log, p.n) ~= planned then
           return redis.error_reply('STATELINE_LOG log id ' .. log_id .. ' is taken')
         end
-        p.append, p.at, p.new = string.sub(p.new, 16 * len + 1), len, nil
-        if len >= p.n then p.append = nil end
+        p.own = nil
       end
     end
     p.tip, p.kind = 't:' .. base, kind ~= '' and ('|' .. kind) or ''
@@ -164,10 +162,9 @@ for _, f in ipairs(order) do
 end
 local placed = {}
 for _, p in ipairs(lists) do
-  if p.new then
-    store_items(p.new)
-    redis.call('HSET', D, p.log, 0)
-    log_append(p.log, 0, p.new)
+  if p.own then
+    store_items(p.own)
+    log_start(p.log, p.base, p.base_n, p.own)
   elseif p.append and #p.append > 0 then
     store_items(p.append)
     log_append(p.log, p.at, p.append)
