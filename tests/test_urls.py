@@ -308,8 +308,8 @@ async def test_rediss_sentinel_talks_tls_and_credentials_to_the_sentinels(
         with primary.client() as c:
             assert c.exists(RedisSaver(client=c, prefix="s:").engine.keys("t").data)
         bad = RedisSaver(f"rediss+sentinel://app:{WRONG}@{where}", prefix="s:", ssl_ca_certs=str(tls.ca))
-        fails_hidden(bad, ServerError)
-        await afails_hidden(bad, ServerError)
+        fails_hidden(bad, AuthenticationFailed)
+        await afails_hidden(bad, AuthenticationFailed)
         await bad.aclose()
         plain = RedisSaver(f"redis+sentinel://app:{SECRET}@{where}", prefix="s:", socket_timeout=2)
         fails_hidden(plain, ServerError)  # no TLS: the sentinel does not answer

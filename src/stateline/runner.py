@@ -36,6 +36,9 @@ T = TypeVar("T")
 log = logging.getLogger("stateline")
 
 
+_REJECTED = "invalid username-password pair"
+
+
 def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | None:
     """The stateline error for a redis-py one, or None to let it through as it is (errors of
     the client itself: WatchError, LockError, InvalidResponse...)."""
@@ -44,6 +47,8 @@ def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | Non
     if isinstance(exc, rx.NoPermissionError):
         return PermissionDenied(f"the server user lacks a permission stateline needs: {exc}")
     if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):
+        if _REJECTED in str(exc):  # Sentinel wraps the sentinels' refusal in MasterNotFoundError
+            return AuthenticationFailed(f"the sentinels rejected the credentials: {exc}")
         return ServerUnavailable(f"cannot reach the server: {exc}")
     if isinstance(exc, (rx.SlotNotCoveredError, rx.ClusterDownError)):
         return ServerUnavailable(f"the cluster cannot serve this thread's slot now: {exc}")
