@@ -122,6 +122,10 @@ from . import ops  # noqa: E402 - the operator commands register on the app abov
 
 ops.register(app)
 
+from . import ui  # noqa: E402 - `stateline ui`; starlette and uvicorn are imported when it runs
+
+ui.register(app)
+
 
 def main() -> None:
     """The console script (errors and exit statuses: ``_exit.Group``)."""
