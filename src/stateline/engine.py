@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins  # Engine.list shadows list in the class body: its signatures say builtins.list
 import secrets
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import keys as K
@@ -160,31 +160,10 @@ class Engine:
             elif status == "stale":
                 stale.update(ch for ch, f in fields.items() if f == _text(reply[1]))
             elif status == "gone":  # values of unchanged channels went meanwhile: send them
-                gone = {_text(f) for f in reply[1:]}
-                for ch, f in fields.items():
-                    if f in gone and ch not in values:
-                        if ch not in valued:
-                            break
-                        values[ch] = valued[ch]
-                else:
-                    continue
-                raise StoredDataError(
-                    f"thread {snap.thread_id!r}: the values this checkpoint keeps from its parent are gone "
-                    "(the thread was deleted or expired meanwhile); nothing was written"
-                )
+                _send_gone(snap.thread_id, {_text(f) for f in reply[1:]}, fields, values, valued)
         else:
             raise StoredDataError(f"thread {snap.thread_id!r} keeps changing under a put; nothing was written")
-        self._known.add(keys.data, elements)
-        if not self._policy_asked:
-            self._policy_asked = True
-            _check_policy(_text(reply[4]) if len(reply) > 4 else "")
-        placed = reply[3]
-        for i in range(0, len(placed), 3):
-            written = lists.get(_text(placed[i]))
-            if written is not None:  # the log this list now lives in: the next put extends it
-                channel, digests = written
-                n = int(placed[i + 2])
-                self._hints.put((keys.data, ns, channel), (_text(placed[i + 1]), n, digests[: 16 * n]))
+        self._learn_put(keys, ns, elements, lists, reply)
         if not index and (reply[1] or reply[2]):
             # The thread (or run) was new to the server though this engine had indexed it:
             # deleted or expired meanwhile, maybe by another process. Index it again.
@@ -192,6 +171,23 @@ class Engine:
             yield index[0]
         self.discovery.written(snap.thread_id, snap.run_id, sent_at if index else None)
         return None
+
+    def _learn_put(
+        self, keys: ThreadKeys, ns: str, elements: dict[bytes, bytes], lists: dict[str, tuple[str, bytes]], reply: Any
+    ) -> None:
+        """What an applied put teaches: the items the thread holds, the logs its lists live
+        in (the next put extends them), and, the first time, whether the server may evict."""
+        self._known.add(keys.data, elements)
+        if not self._policy_asked:
+            self._policy_asked = True
+            _check_policy(_text(reply[4]) if len(reply) > 4 else "")
+        placed = reply[3]
+        for i in range(0, len(placed), 3):
+            written = lists.get(_text(placed[i]))
+            if written is not None:
+                channel, digests = written
+                n = int(placed[i + 2])
+                self._hints.put((keys.data, ns, channel), (_text(placed[i + 1]), n, digests[: 16 * n]))
 
     def _value_args(
         self,
@@ -745,6 +741,22 @@ class Engine:
             values=channel_values,
             writes=self._writes(writes, items),
         )
+
+
+def _send_gone(
+    thread_id: str, gone: set[str], fields: dict[str, str], values: dict[str, Any], valued: Mapping[str, Any]
+) -> None:
+    """Adds to ``values`` the values of the fields the server lost (the thread was deleted or
+    expired between the read this checkpoint came from and its put); StoredDataError if the
+    caller did not hand them over."""
+    for ch, f in fields.items():
+        if f in gone and ch not in values:
+            if ch not in valued:
+                raise StoredDataError(
+                    f"thread {thread_id!r}: the values this checkpoint keeps from its parent are gone "
+                    "(the thread was deleted or expired meanwhile); nothing was written"
+                )
+            values[ch] = valued[ch]
 
 
 _POLICY_SEEN: set[str] = set()
