@@ -104,6 +104,11 @@ class Schema:
     def indexes(self) -> tuple[IndexKeys, ...]:
         return tuple(self.index(k) for k in range(SHARDS))
 
+    def migration(self, source: str) -> str:
+        """The hash of a migration's progress into this prefix (``migrate.py``): a field per
+        thread. ``source`` names the source; the tag's ':' keeps it apart from any thread."""
+        return f"{self.prefix}{{migration:{enc(source)}}}"
+
     @property
     def thread_pattern(self) -> str:
         """SCAN pattern matching every thread key of this prefix (and nothing of a longer prefix)."""

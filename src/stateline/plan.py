@@ -14,7 +14,7 @@ from hashlib import sha1
 from importlib.resources import files
 from typing import Any, TypeVar
 
-__all__ = ["Script", "Call", "Command", "Batch", "Scan", "Emit", "Plan", "SCRIPTS"]
+__all__ = ["Script", "Call", "Command", "Batch", "Scan", "Emit", "Plan", "SCRIPTS", "together"]
 
 T = TypeVar("T")
 
@@ -116,3 +116,48 @@ class _Scripts:
 
 
 SCRIPTS = _Scripts()
+
+
+def _waits(step: Any) -> bool:
+    """A batch with a command aimed at its thread's node (a durability wait): the runner
+    sends it through that node's own connection, so it cannot share a pipeline."""
+    return isinstance(step, Batch) and any(isinstance(s, Command) and s.route for s in step.steps)
+
+
+def together(plans: list[Plan[Any]]) -> Plan[list[Any]]:
+    """Drives ``plans`` side by side: each round, the next step of every unfinished plan goes
+    in one pipeline, so N independent operations (on different threads) cost the round trips
+    of the longest one. Returns their results in order. Steps that wait for durability go one
+    by one; a plan that emits (a listing) does not belong here."""
+    results: list[Any] = [None] * len(plans)
+    replies: dict[int, Any] = dict.fromkeys(range(len(plans)))
+    pending = dict(enumerate(plans))
+    while pending:
+        steps: dict[int, Any] = {}
+        for i, plan in list(pending.items()):
+            try:
+                steps[i] = plan.send(replies[i])
+            except StopIteration as stop:
+                results[i] = stop.value
+                del pending[i]
+        if any(_waits(s) for s in steps.values()):
+            for i, step in steps.items():
+                replies[i] = yield step
+            continue
+        flat: list[Call | Command] = []
+        spans: dict[int, tuple[int, int, bool]] = {}
+        for i, step in steps.items():
+            if isinstance(step, Batch):
+                spans[i] = (len(flat), len(step.steps), True)
+                flat += step.steps
+            elif isinstance(step, (Call, Command)):
+                spans[i] = (len(flat), 1, False)
+                flat.append(step)
+            else:
+                raise TypeError(f"together() drives calls and batches, not {type(step).__name__}")
+        if not flat:
+            break
+        reply = yield Batch(tuple(flat))
+        for i, (start, n, batched) in spans.items():
+            replies[i] = reply[start : start + n] if batched else reply[start]
+    return results

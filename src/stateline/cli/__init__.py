@@ -126,6 +126,10 @@ from . import ui  # noqa: E402 - `stateline ui`; starlette and uvicorn are impor
 
 ui.register(app)
 
+from . import migrate  # noqa: E402 - migrate, export and import
+
+migrate.register(app)
+
 
 def main() -> None:
     """The console script (errors and exit statuses: ``_exit.Group``)."""
