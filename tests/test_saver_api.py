@@ -164,9 +164,9 @@ def test_a_list_of_ten_thousand_items_round_trips(url: str, prefix: str) -> None
 def test_retention_settings_are_checked(url: str, prefix: str) -> None:
     saver = RedisSaver(url, prefix=prefix)
     with pytest.raises(InvalidInput, match="keep_last"):
-        saver.prune(["t"], keep_last=None)
+        saver.prune(["t"], keep_last=-1)  # (None and 0 mean what they mean to the peer: test_peer_forms)
     with pytest.raises(InvalidInput, match="keep_last"):
-        saver.prune(["t"], keep_last=0)
+        saver.prune(["t"], keep_last="2")  # type: ignore[arg-type]
     assert RedisSaver(url, prefix=prefix, ttl={"default_ttl": 0}).engine.ttl_ms == 0  # the peer: no TTL
     assert RedisSaver(url, prefix=prefix, ttl={"default_ttl": 2}).engine.ttl_ms == 120_000
 

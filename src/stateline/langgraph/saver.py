@@ -47,6 +47,38 @@ def _ttl_ms(ttl: float | Mapping[str, Any] | None) -> tuple[int, bool]:
     return ttl_ms(ttl), False
 
 
+def _prefix(prefix: str | None, checkpoint_prefix: Any, checkpoint_write_prefix: Any) -> str:
+    """stateline's one key prefix, from its own ``prefix`` or langgraph-checkpoint-redis'
+    ``checkpoint_prefix`` ("app" is ``prefix="app:"``). A thread's writes are kept in the
+    thread's own keys, so ``checkpoint_write_prefix`` names no key of its own."""
+    for name, value in (("checkpoint_prefix", checkpoint_prefix), ("checkpoint_write_prefix", checkpoint_write_prefix)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidInput(f"{name} must be a non-empty str, got {value!r}")
+    if checkpoint_prefix is None:
+        return "stateline:" if prefix is None else prefix
+    if prefix is not None:
+        raise InvalidInput(
+            f"pass prefix= or checkpoint_prefix=, not both (checkpoint_prefix={checkpoint_prefix!r} "
+            f"is prefix={checkpoint_prefix + ':'!r})"
+        )
+    return checkpoint_prefix + ":"
+
+
+def _config(thread_id: str, ns: str, checkpoint_id: str | None) -> RunnableConfig:
+    ids = {"thread_id": _one_id(thread_id, "thread_id"), "checkpoint_ns": ns}
+    return {"configurable": ids if checkpoint_id is None else {**ids, "checkpoint_id": checkpoint_id}}
+
+
+class _Done:
+    """An awaitable that has finished already: the async savers' ``setup()`` may be awaited
+    (langgraph-checkpoint-redis' is a coroutine) or called and ignored."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
 class _Settings(TypedDict):
     """The Engine's settings, kept to build it again when the serde changes."""
 
@@ -87,8 +119,10 @@ class RedisSaver(BaseCheckpointSaver[str]):
     ``RedisSaver(url_or_client=None, *, prefix="stateline:", ttl=None, refresh_on_read=False,
     keep_last=None, serde=None, allowed_types=(), unsafe_allow_any_type=False, data_dir=None,
     durability="ack", max_value_bytes=256 MiB)``
-    (``redis_url=``, ``redis_client=`` and ``connection_args=`` are accepted too, as in
-    langgraph-checkpoint-redis). With no URL or client
+    (``redis_url=``, ``redis_client=``, ``connection_args=``, ``checkpoint_prefix=`` and
+    ``checkpoint_write_prefix=`` are accepted too, as in langgraph-checkpoint-redis:
+    ``checkpoint_prefix="app"`` is ``prefix="app:"``; writes live in their thread's keys, so
+    ``checkpoint_write_prefix`` changes no key). With no URL or client
     it uses the embedded Valkey server in ``data_dir`` (default ``./.stateline``).
     ``durability``: "ack" (the primary has it), "aof" (fsynced to its append-only file,
     WAITAOF), "replica" (a replica has it, WAIT) or "aof+replica"; a write the server
@@ -117,7 +151,7 @@ class RedisSaver(BaseCheckpointSaver[str]):
         self,
         url_or_client: Any = None,
         *,
-        prefix: str = "stateline:",
+        prefix: str | None = None,
         ttl: float | Mapping[str, Any] | None = None,
         refresh_on_read: bool = False,
         keep_last: int | None = None,
@@ -133,9 +167,13 @@ class RedisSaver(BaseCheckpointSaver[str]):
         redis_url: str | None = None,
         redis_client: Any = None,
         connection_args: Mapping[str, Any] | None = None,
+        checkpoint_prefix: str | None = None,
+        checkpoint_write_prefix: str | None = None,
         **redis_options: Any,
     ) -> None:
-        # redis_url / redis_client / connection_args: the names langgraph-checkpoint-redis uses.
+        # redis_url / redis_client / connection_args / checkpoint_prefix /
+        # checkpoint_write_prefix: the names langgraph-checkpoint-redis uses.
+        prefix = _prefix(prefix, checkpoint_prefix, checkpoint_write_prefix)
         url_or_client = next((x for x in (url_or_client, redis_url, redis_client) if x is not None), None)
         redis_options = {**(connection_args or {}), **redis_options}
         url = None
@@ -208,6 +246,15 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     async def asetup(self) -> None:
         """Nothing to create (see ``setup``)."""
+
+    def create_indexes(self) -> None:
+        """Nothing to create (see ``setup``); langgraph-checkpoint-redis' name."""
+
+    def set_client_info(self) -> None:
+        """Nothing to set; langgraph-checkpoint-redis' name, kept for drop-in use."""
+
+    async def aset_client_info(self) -> None:
+        """Nothing to set (see ``set_client_info``)."""
 
     def close(self) -> None:
         self._conn.close()
@@ -291,11 +338,15 @@ class RedisSaver(BaseCheckpointSaver[str]):
     def _delete_thread(self, thread_id: str) -> Plan[None]:
         yield from self._engine.delete_thread(_one_id(thread_id, "thread_id"))
 
-    def _prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int) -> Plan[None]:
+    def _prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int | None) -> Plan[None]:
         if strategy not in ("keep_latest", "delete"):
             raise InvalidInput(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        if keep_last is None:  # langgraph-checkpoint-redis' default: the strategy decides
+            keep_last = 0 if strategy == "delete" else 1
+        if type(keep_last) is not int or keep_last < 0:
+            raise InvalidInput(f"keep_last must be an int >= 0 (0 deletes the threads), got {keep_last!r}")
         for thread_id in _many_ids(thread_ids, "thread_ids"):  # all checked before any is touched
-            if strategy == "delete":
+            if strategy == "delete" or keep_last == 0:
                 yield from self._engine.delete_thread(thread_id)
             else:
                 yield from self._engine.prune(thread_id, keep_last)
@@ -345,9 +396,19 @@ class RedisSaver(BaseCheckpointSaver[str]):
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         self._run(self._copy_thread(source_thread_id, target_thread_id))
 
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
+    def prune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: str = "keep_latest",
+        keep_last: int | None = 1,
+        max_results: int | None = None,
+    ) -> None:
         """``keep_latest`` keeps the ``keep_last`` newest checkpoints per namespace (and the
-        ancestors DeltaChannel values need); ``delete`` removes the threads."""
+        ancestors DeltaChannel values need); ``delete`` (or ``keep_last=0``) removes the
+        threads. ``keep_last=None`` is 1, or 0 with ``delete``. ``max_results`` (of
+        langgraph-checkpoint-redis, a cap on its search) changes nothing: every checkpoint
+        of the threads is considered, a page at a time."""
         self._run(self._prune(thread_ids, strategy, keep_last))
 
     def get_delta_channel_history(
@@ -394,13 +455,44 @@ class RedisSaver(BaseCheckpointSaver[str]):
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await self._arun(self._copy_thread(source_thread_id, target_thread_id))
 
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
+    async def aprune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: str = "keep_latest",
+        keep_last: int | None = 1,
+        max_results: int | None = None,
+    ) -> None:
         await self._arun(self._prune(thread_ids, strategy, keep_last))
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return await self._arun(self._get_delta_channel_history(config, channels))
+
+    # -- langgraph-checkpoint-redis' extra reads ------------------------------------------
+
+    def get_channel_values(
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        checkpoint_id: str | None = None,
+        channel_versions: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The channel values of a checkpoint (the newest with ``checkpoint_id=None``), {} if
+        there is none. ``channel_versions`` is accepted and unused, as in the peer."""
+        found = self.get_tuple(_config(thread_id, checkpoint_ns, checkpoint_id))
+        return {} if found is None else dict(found.checkpoint["channel_values"])
+
+    async def aget_channel_values(
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        checkpoint_id: str | None = None,
+        channel_versions: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        found = await self.aget_tuple(_config(thread_id, checkpoint_ns, checkpoint_id))
+        return {} if found is None else dict(found.checkpoint["channel_values"])
 
     # -- beyond BaseCheckpointSaver: what operators need ----------------------------------
 
@@ -463,6 +555,10 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
 class AsyncRedisSaver(RedisSaver):
     """``RedisSaver`` for asyncio code: pass it a ``redis.asyncio`` client or a URL."""
+
+    def setup(self) -> Awaitable[None]:  # type: ignore[override]
+        """Nothing to create; awaitable, as langgraph-checkpoint-redis' async ``setup``."""
+        return _Done()
 
 
 class ShallowRedisSaver(RedisSaver):
