@@ -124,6 +124,12 @@ class _Addressed:
     elements: dict[bytes, bytes]
 
 
+def _nested(item: Any) -> Any:
+    """A list item as it is serialized inside a whole list: msgpack has no bytearray, so
+    there it comes back as bytes (from InMemorySaver, and from lists stored whole here)."""
+    return bytes(item) if type(item) is bytearray else item
+
+
 def _header_size(n: int) -> int:
     """Bytes of a msgpack array header of n items."""
     return 1 if n < 16 else 3 if n < 65536 else 5
@@ -159,7 +165,7 @@ class ItemCache:
         is a function of an item's content; each may refuse types another accepts)."""
         codec = codec or self.codec
         if self.mode is None:
-            data = codec.dump_all(items, what)
+            data = codec.dump_all([_nested(x) for x in items], what)
             each = [digest(d) for d in data]
             return b"".join(each), dict(zip(each, data, strict=True))
         if key is None:
@@ -208,7 +214,7 @@ class ItemCache:
                 fp = None  # no exact fingerprint: the serde decides, every time
             entry = None if fp is None else (young.get(fp) or old.get(fp))
             if entry is None or entry[0] is not type(item):
-                data = codec.dump(item, what)
+                data = codec.dump(_nested(item), what)
                 entry = (type(item), digest(data), data)
                 if fp is not None:
                     learned.append((fp, entry))

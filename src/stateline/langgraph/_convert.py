@@ -22,7 +22,6 @@ from ..errors import InvalidInput
 from ..records import Snapshot, Stored, TaggedList, Write
 
 SPECIAL_CHANNELS = frozenset(WRITES_IDX_MAP)
-_MISSING = object()
 
 
 def ids(config: RunnableConfig) -> tuple[str, str | None, str | None]:
@@ -161,6 +160,7 @@ def matcher(filter: Mapping[str, Any] | None, checkpoint_id: str | None) -> Any:
     def select(s: Stored) -> bool:
         if checkpoint_id is not None and s.checkpoint_id != checkpoint_id:
             return False
-        return all(s.metadata.get(k, _MISSING) == v for k, v in items)
+        # As InMemorySaver: a key the metadata lacks matches None (LangGraph drops None values).
+        return all(s.metadata.get(k) == v for k, v in items)
 
     return select
