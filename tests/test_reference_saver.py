@@ -66,6 +66,8 @@ def observe(x: Any, ids: Ids) -> Any:
     if isinstance(x, dict):
         return {"dict": [[o(k), o(v)] for k, v in x.items()]}
     if isinstance(x, list):
+        if x and all(isinstance(v, Interrupt) for v in x):  # parallel tasks' order: who finished first
+            x = sorted(x, key=lambda i: repr(i.value))
         return [o(v) for v in x]
     if isinstance(x, (tuple, set, frozenset)):
         items = sorted(x, key=repr) if isinstance(x, (set, frozenset)) else x
