@@ -110,7 +110,7 @@ def _needs(package: str, extra: str) -> InvalidInput:
 
 
 @contextmanager
-def _sqlite(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
+def _sqlite(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
     try:
         from langgraph.checkpoint.sqlite import SqliteSaver
     except ImportError:
@@ -126,7 +126,7 @@ def _sqlite(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
 
 
 @contextmanager
-def _postgres(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
+def _postgres(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
     try:
         import psycopg
         from langgraph.checkpoint.postgres import PostgresSaver
@@ -140,7 +140,7 @@ def _postgres(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
 
 
 @contextmanager
-def _lcr(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
+def _lcr(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
     try:
         from langgraph.checkpoint.redis import RedisSaver as LcrSaver
         from redis.exceptions import RedisError
@@ -157,7 +157,7 @@ def _lcr(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
 
 
 @contextmanager
-def _stateline(spec: str, prefix: str, data_dir: str | None) -> Iterator[Any]:
+def _stateline(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
     with RedisSaver(spec, prefix=prefix, data_dir=data_dir) as saver:
         yield saver
 
@@ -166,10 +166,12 @@ _OPENERS = {"sqlite": _sqlite, "postgres": _postgres, "lcr": _lcr, "stateline": 
 
 
 @contextmanager
-def open_source(spec: str, *, prefix: str = "stateline:", data_dir: str | None = None) -> Iterator[Source]:
-    """The saver ``spec`` names (see ``SOURCES``), closed on exit."""
-    kind = source_kind(spec)
-    name = redact(spec) + (f" prefix {prefix}" if kind == "stateline" else "")
+def open_source(spec: str | None, *, prefix: str = "stateline:", data_dir: str | None = None) -> Iterator[Source]:
+    """The saver ``spec`` names (see ``SOURCES``; None: stateline's embedded server), closed
+    on exit."""
+    kind = "stateline" if spec is None else source_kind(spec)
+    where = f"the embedded server in {data_dir or '.stateline'}" if spec is None else redact(spec)
+    name = where + (f" prefix {prefix}" if kind == "stateline" else "")
     with _OPENERS[kind](spec, prefix, data_dir) as saver:
         yield Source(saver, kind, name)
 
@@ -305,21 +307,42 @@ def _counts(schema: Schema, threads: list[str]) -> Plan[dict[str, tuple[int, int
     return out
 
 
-def migration_name(source: Source) -> str:
-    """Names the marks of one source: a digest of its kind and redacted spec."""
-    return hashlib.sha1(f"{source.kind}|{source.name}".encode()).hexdigest()[:16]
+def migration_name(kind: str, name: str) -> str:
+    """Names the marks of one source: a digest of its kind and name (a redacted spec, or an
+    export file's id)."""
+    return hashlib.sha1(f"{kind}|{name}".encode()).hexdigest()[:16]
 
 
 def survey(source: Source, dest: RedisSaver, threads: Collection[str] | None = None) -> Survey:
     """What would move: the source's checkpoints by thread, what earlier runs did, and the
     destination's threads that would be overwritten (conflicts). Writes nothing."""
-    found = inventory(source, threads)
+    return survey_of(inventory(source, threads), dest, migration_name(source.kind, source.name))
+
+
+def survey_of(found: dict[str, list[Entry]], dest: RedisSaver, name: str) -> Survey:
+    """``found`` (entries by thread) with the marks of the migration ``name`` at ``dest``."""
     schema = dest.engine.schema
-    key = schema.migration(migration_name(source))
+    key = schema.migration(name)
     ids = sorted(found)
     marks = dest._run(_marks(key, ids))
     existing = dest._run(_existing(schema, [t for t in ids if t not in marks]))
     return Survey(found, marks, existing, key)
+
+
+def refuse_conflicts(found: Survey) -> None:
+    """``MigrationConflict`` when the destination holds threads of the source that no run of
+    this migration wrote: writing them would mix two histories."""
+    if found.conflicts:
+        shown = ", ".join(repr(t) for t in found.conflicts[:5]) + (" ..." if len(found.conflicts) > 5 else "")
+        raise MigrationConflict(
+            f"{len(found.conflicts)} thread(s) exist at the destination and were not written by a "
+            f"migration from this source: {shown}; delete them there, or migrate the others (--thread)"
+        )
+
+
+def mark(dest: RedisSaver, found: Survey, thread: str, done: int, last: tuple[str, str]) -> None:
+    """Records how far a thread got (``last`` = ('', '') before its first checkpoint)."""
+    dest._run(_mark(found.key, thread, Mark(done, last)))
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -400,12 +423,7 @@ def migrate(
     round trip; the marks follow in another, so a mark never runs ahead of what it marks.
     Refuses, before writing anything, when the destination holds threads of the source
     that no run of this migration wrote."""
-    if found.conflicts:
-        shown = ", ".join(repr(t) for t in found.conflicts[:5]) + (" ..." if len(found.conflicts) > 5 else "")
-        raise MigrationConflict(
-            f"{len(found.conflicts)} thread(s) exist at the destination and were not written by a "
-            f"migration from this source: {shown}; delete them there, or migrate the others (--thread)"
-        )
+    refuse_conflicts(found)
     report = Report()
     waiting = [t for t in sorted(found.threads, reverse=True) if found.todo(t)]
     lanes: list[_Lane] = []

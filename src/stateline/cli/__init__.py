@@ -126,9 +126,10 @@ from . import ui  # noqa: E402 - `stateline ui`; starlette and uvicorn are impor
 
 ui.register(app)
 
-from . import migrate  # noqa: E402 - migrate, export and import
+from . import migrate, transfer  # noqa: E402 - migrate, export and import
 
 migrate.register(app)
+transfer.register(app)
 
 
 def main() -> None:
