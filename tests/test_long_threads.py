@@ -138,10 +138,43 @@ def _fields(client: redis.Redis, key: str) -> dict[bytes, bytes]:
 
 
 def _check_counts(fields: dict[bytes, bytes]) -> None:
-    """Every value, log and item is counted, and every count belongs to a stored field."""
-    counted = {f[2:] for f in fields if f[:2] in (b"n:", b"k:")}  # (k: forks of a log)
+    """Recounts every reference from scratch (records -> values -> logs -> items, writes ->
+    items, forks -> logs) and compares with the stored counts: nothing unreferenced is kept,
+    nothing referenced is missing, every count is right."""
+    import ormsgpack
+
+    refs: dict[bytes, int] = {}
+    forks: dict[bytes, int] = {}
+
+    def ref(f: bytes) -> None:
+        refs[f] = refs.get(f, 0) + 1
+
+    for f, v in fields.items():
+        if f.startswith(b"c:"):
+            head = int.from_bytes(v[:4], "big")
+            for value_field in ormsgpack.unpackb(v[4 : 4 + head])[2]:
+                ref(value_field.encode())
+        elif f.startswith(b"b:") and v.startswith(b"L"):
+            ref(v[1:].split(b":", 1)[1].split(b"|")[0])
+        elif f.startswith(b"w:") and v.startswith(b"W"):
+            colon = v.index(b":")
+            digests = v[colon + 1 : colon + 1 + 16 * int(v[1:colon])]
+            for k in range(0, len(digests), 16):
+                ref(b"e:" + digests[k : k + 16])
+        elif f.startswith(b"l:") and b"#" in f:
+            for k in range(0, len(v), 16):
+                ref(b"e:" + v[k : k + 16])
+        elif f.startswith(b"l:") and v.count(b" ") == 2:
+            base = v.split(b" ")[1]
+            forks[base] = forks.get(base, 0) + 1
     stored = {f for f in fields if f[:2] in (b"b:", b"e:") or (f.startswith(b"l:") and b"#" not in f)}
-    assert counted == stored
+    assert set(refs) | set(forks) == stored  # every stored value, log and item is referenced
+    for f, n in refs.items():
+        default = 0 if f.startswith(b"l:") else 1  # a value's or an item's first is implicit
+        assert int(fields.get(b"n:" + f, default)) == n, f
+    for f, n in forks.items():
+        assert int(fields[b"k:" + f].split(b" ")[0]) == n, f
+    assert all(f[2:] in refs for f in fields if f.startswith(b"n:"))
 
 
 def test_prune_leaves_exactly_what_the_kept_checkpoints_refer_to(url: str, prefix: str) -> None:

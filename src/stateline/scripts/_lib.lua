@@ -10,7 +10,9 @@
 --     e:<digest>             a list item
 --     w:<ns>:<cid>:<task>:<idx>  pending write: a record, or 'W<n>:<digests><record>'
 --     a:<ns>:<alias>         the cid an adapter's own id stands for
---     n:<field>              reference count of a b:, l: or e: field; at 0 the field goes
+--     n:<field>              reference count of a log, or of a b: or e: field referenced more
+--                            than once (a stored value or item without one has one); at 0
+--                            the field goes
 --     k:<log>                '<count> <upto>': logs that share the first digests of this one
 --     v                      the thread's write generation (copies check it did not move)
 --   KEYS[2] = I, a sorted set (all scores 0, ordered by member bytes):
@@ -135,8 +137,22 @@ local function counted(f)
   return redis.call('HEXISTS', D, 'n:' .. f) == 1
 end
 
-local function hold(f, by)
-  redis.call('HINCRBY', D, 'n:' .. f, by or 1)
+-- One more reference to a stored field. A log counts its references in 'n:<log>'; a value
+-- or an item is stored with its first reference, and 'n:<field>' holds the count from the
+-- second on (most values and many items never have a second: no count field for them).
+local function hold(f)
+  if string.sub(f, 1, 2) == 'l:' or redis.call('HSETNX', D, 'n:' .. f, 2) == 0 then
+    redis.call('HINCRBY', D, 'n:' .. f, 1)
+  end
+end
+
+-- An item referenced once more: stored from `sent` if it is new (its first reference).
+local function add_item(d, sent)
+  if redis.call('HEXISTS', D, 'e:' .. d) == 1 then
+    hold('e:' .. d)
+  else
+    redis.call('HSET', D, 'e:' .. d, sent[d])
+  end
 end
 
 -- The forks of a log: 'k:<log>' = '<count> <longest prefix a fork shares>', or nil.
@@ -154,8 +170,8 @@ local function hold_fork(base, upto)
 end
 
 -- Appends digests to a log of length len, rewriting only its last chunk; each digest holds
--- its item. Returns the new length.
-local function log_append(log, len, digests)
+-- its item (stored from `sent` if new). Returns the new length.
+local function log_append(log, len, digests, sent)
   local _, base, base_n = log_head(log)
   local n, pos, i, fields = #digests / 16, len - base_n, 1, {}
   while i <= n do
@@ -169,20 +185,20 @@ local function log_append(log, len, digests)
   end
   call_chunked('HSET', D, fields)
   log_set_head(log, base_n + pos, base, base_n)
-  for k = 1, #digests, 16 do hold('e:' .. string.sub(digests, k, k + 15)) end
+  for k = 1, #digests, 16 do add_item(string.sub(digests, k, k + 15), sent) end
   return base_n + pos
 end
 
 -- Starts log `log` as the first base_n digests of `base` (none: base nil) followed by
 -- `digests`; the new log holds its base and its own items.
-local function log_start(log, base, base_n, digests)
+local function log_start(log, base, base_n, digests, sent)
   if base and base_n > 0 then
     hold_fork(base, base_n)
     log_set_head(log, base_n, base, base_n)
   else
     log_set_head(log, 0)
   end
-  log_append(log, base and base_n or 0, digests)
+  log_append(log, base and base_n or 0, digests, sent)
 end
 
 -- A list value 'L<n>:<log>[|<kind>]' -> n, log, kind
@@ -195,9 +211,11 @@ end
 -- it. A log nobody refers to is queued (g:) for collect(), which releases its items a bounded
 -- number per call: all of them, or while forks share its prefix, those beyond it.
 local function release(f)
-  if redis.call('HINCRBY', D, 'n:' .. f, -1) > 0 then return end
-  redis.call('HDEL', D, 'n:' .. f)
   local kind = string.sub(f, 1, 2)
+  local left = redis.call('HINCRBY', D, 'n:' .. f, -1)  -- (a value's or item's first is implicit)
+  if kind == 'l:' and left > 0 or kind ~= 'l:' and left >= 2 then return end
+  redis.call('HDEL', D, 'n:' .. f)
+  if kind ~= 'l:' and left == 1 then return end  -- back to one reference: implicit again
   if kind == 'b:' then
     local v = redis.call('HGET', D, f)
     redis.call('HDEL', D, f)

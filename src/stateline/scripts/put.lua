@@ -68,7 +68,7 @@ end
 local refs = meta(rec)[3]
 local gone = {'gone'}
 for _, f in ipairs(refs) do
-  if not given[f] and not counted(f) then gone[#gone + 1] = f end
+  if not given[f] and redis.call('HEXISTS', D, f) == 0 then gone[#gone + 1] = f end
 end
 if #gone > 1 then return gone end
 
@@ -137,17 +137,14 @@ for _, field in ipairs(order) do
 end
 if #missing > 1 then return missing end
 
-local function store_items(digests)
-  for k = 1, #digests, 16 do
-    local d = string.sub(digests, k, k + 15)
-    if sent[d] then redis.call('HSETNX', D, 'e:' .. d, sent[d]) end
-  end
-end
--- Writes `value` into value field `f`, releasing the log the old value referred to.
+-- Writes `value` into value field `f`, releasing the log the old value referred to; a new
+-- field is stored with its first reference (noted in `created`).
+local created = {}
 local function set_value(f, value, log)
   local old = redis.call('HGET', D, f)
   if old == value then return end
   redis.call('HSET', D, f, value)
+  if not old then created[f] = true end
   if log then hold(log) end
   if old and string.byte(old, 1) == 76 then
     local _, old_log = list_parts(old)
@@ -163,11 +160,9 @@ end
 local placed = {}
 for _, p in ipairs(lists) do
   if p.own then
-    store_items(p.own)
-    log_start(p.log, p.base, p.base_n, p.own)
+    log_start(p.log, p.base, p.base_n, p.own, sent)
   elseif p.append and #p.append > 0 then
-    store_items(p.append)
-    log_append(p.log, p.at, p.append)
+    log_append(p.log, p.at, p.append, sent)
   end
   redis.call('HSET', D, p.tip, string.match(p.log, ':([^:]*)$'))
   set_value(p.field, 'L' .. p.n .. ':' .. p.log .. p.kind, p.log)
@@ -188,7 +183,9 @@ if alias ~= '' then  -- saving an alias again replaces the checkpoint that had i
   redis.call('HSET', D, 'a:' .. ns .. ':' .. alias, cid)
 end
 -- The new record's references first, then the old one's (a record saved again) go.
-for _, f in ipairs(refs) do hold(f) end
+for _, f in ipairs(refs) do
+  if not created[f] then hold(f) end
+end
 local old_rec = redis.call('HGET', D, member)
 redis.call('HSET', D, member, rec)
 if old_rec then

@@ -30,11 +30,7 @@ if #missing > 1 then return missing end
 local function hold_write(v)
   local digests = write_parts(v)
   if not digests then return end
-  for k = 1, #digests, 16 do
-    local d = string.sub(digests, k, k + 15)
-    if sent[d] then redis.call('HSETNX', D, 'e:' .. d, sent[d]) end
-    hold('e:' .. d)
-  end
+  for k = 1, #digests, 16 do add_item(string.sub(digests, k, k + 15), sent) end
 end
 local members, stored = {0, 's:' .. ns}, 0
 for i = first, #ARGV, 2 do
