@@ -25,22 +25,19 @@ path that keeps the order the source returned them in.
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from langgraph.checkpoint.base import WRITES_IDX_MAP, CheckpointTuple
 
-from .errors import InvalidInput, ServerError, ServerUnavailable, StatelineError
+from .errors import InvalidInput, StatelineError
 from .keys import Schema, dec, enc, kind_range
 from .langgraph import RedisSaver
 from .plan import Batch, Command, Plan, together
 from .records import Write
-from .urls import redact
+from .sources import Source, _config, open_source, source_kind
 
 __all__ = [
     "Source",
@@ -58,123 +55,7 @@ __all__ = [
 
 MARK_EVERY = 100  # checkpoints between two progress marks of a thread
 WIDTH = 32  # threads written side by side, one round trip per round
-# langgraph-checkpoint-redis' list() returns 10,000 checkpoints unless given a limit.
-LCR_LIST_LIMIT = 1_000_000
 _CHUNK = 500  # threads per pipelined look-up
-
-SOURCES = """\
-  sqlite:///path/to/file.db (or the path of an existing file)   langgraph-checkpoint-sqlite
-  postgresql://user:password@host:5432/db                       langgraph-checkpoint-postgres
-  lcr+redis://host:6379/0 (lcr+rediss:// for TLS)               langgraph-checkpoint-redis
-  redis://host:6379/0 (any stateline URL) with --from-prefix    another stateline prefix or server"""
-
-
-# -- sources ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """An open saver to read from: ``kind`` (sqlite, postgres, lcr, stateline) and ``name``
-    (the spec with its secrets hidden, and the prefix of a stateline source)."""
-
-    saver: Any
-    kind: str
-    name: str
-
-    def get(self, thread: str, ns: str, checkpoint_id: str) -> CheckpointTuple | None:
-        config = _config(thread, ns, checkpoint_id)
-        if self.kind == "lcr":  # its get_tuple loses the pending writes of some checkpoints; its list does not
-            return next(iter(self.saver.list(config, limit=1)), None)
-        return self.saver.get_tuple(config)
-
-    @property
-    def list_limit(self) -> int | None:
-        return LCR_LIST_LIMIT if self.kind == "lcr" else None
-
-
-def source_kind(spec: str) -> str:
-    scheme = spec.split("://", 1)[0].lower() if "://" in spec else ""
-    if scheme in ("postgres", "postgresql"):
-        return "postgres"
-    if scheme in ("lcr+redis", "lcr+rediss"):
-        return "lcr"
-    if scheme == "sqlite" or (not scheme and (spec.endswith((".db", ".sqlite", ".sqlite3")) or os.path.isfile(spec))):
-        return "sqlite"
-    if scheme.startswith(("redis", "rediss", "unix", "valkey")):
-        return "stateline"
-    raise InvalidInput(f"cannot tell what kind of saver {redact(spec)!r} is; a source is one of:\n{SOURCES}")
-
-
-def _needs(package: str, extra: str) -> InvalidInput:
-    return InvalidInput(f"reading this source needs {package}: pip install 'stateline[{extra}]'")
-
-
-@contextmanager
-def _sqlite(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
-    try:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-    except ImportError:
-        raise _needs("langgraph-checkpoint-sqlite", "migrate") from None
-    path = spec[len("sqlite://") :] if spec.lower().startswith("sqlite://") else spec
-    if not os.path.isfile(path):  # sqlite3 would create an empty database
-        raise InvalidInput(f"no SQLite file at {path!r}")
-    conn = sqlite3.connect(path, check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
-
-
-@contextmanager
-def _postgres(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
-    try:
-        import psycopg
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError:
-        raise _needs("langgraph-checkpoint-postgres and psycopg", "migrate") from None
-    try:
-        with PostgresSaver.from_conn_string(spec) as saver:
-            yield saver
-    except psycopg.OperationalError as exc:  # libpq's messages name host and user, never a password
-        raise ServerUnavailable(f"PostgreSQL at {redact(spec)!r}: {str(exc).strip()}") from exc
-
-
-@contextmanager
-def _lcr(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
-    try:
-        from langgraph.checkpoint.redis import RedisSaver as LcrSaver
-        from redis.exceptions import RedisError
-    except ImportError:
-        raise _needs("langgraph-checkpoint-redis", "migrate") from None
-    try:
-        with LcrSaver.from_conn_string(spec[len("lcr+") :]) as saver:
-            saver.setup()  # its search indexes: they exist already where it was used
-            yield saver
-    except RedisError as exc:
-        raise ServerError(
-            f"langgraph-checkpoint-redis at {redact(spec)!r} (it needs RedisJSON and RediSearch): {exc}"
-        ) from exc
-
-
-@contextmanager
-def _stateline(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
-    with RedisSaver(spec, prefix=prefix, data_dir=data_dir) as saver:
-        yield saver
-
-
-_OPENERS = {"sqlite": _sqlite, "postgres": _postgres, "lcr": _lcr, "stateline": _stateline}
-
-
-@contextmanager
-def open_source(spec: str | None, *, prefix: str = "stateline:", data_dir: str | None = None) -> Iterator[Source]:
-    """The saver ``spec`` names (see ``SOURCES``; None: stateline's embedded server), closed
-    on exit."""
-    kind = "stateline" if spec is None else source_kind(spec)
-    where = f"the embedded server in {data_dir or '.stateline'}" if spec is None else redact(spec)
-    name = where + (f" prefix {prefix}" if kind == "stateline" else "")
-    with _OPENERS[kind](spec, prefix, data_dir) as saver:
-        yield Source(saver, kind, name)
-
 
 # -- what there is, and how far earlier runs got ---------------------------------------------------
 
@@ -235,13 +116,6 @@ class Survey:
 def _ids(config: Mapping[str, Any]) -> tuple[str, str, str]:
     conf = config["configurable"]
     return str(conf["thread_id"]), conf.get("checkpoint_ns") or "", str(conf["checkpoint_id"])
-
-
-def _config(thread: str, ns: str, checkpoint_id: str | None) -> Any:
-    conf = {"thread_id": thread, "checkpoint_ns": ns}
-    if checkpoint_id:
-        conf["checkpoint_id"] = checkpoint_id
-    return {"configurable": conf}
 
 
 def _listed(source: Source, threads: Collection[str] | None) -> Iterator[CheckpointTuple]:
