@@ -213,6 +213,14 @@ def test_an_unknown_source_says_what_a_source_is(url: str) -> None:
     assert "secret" not in failed.output
 
 
+def test_a_source_that_cannot_be_reached_is_one_line_without_its_password(url: str) -> None:
+    pytest.importorskip("langgraph.checkpoint.postgres", reason="needs langgraph-checkpoint-postgres")
+    dead = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/postgres?connect_timeout=5"
+    failed = cli("migrate", "--from", dead, "--to", url)
+    assert failed.exit_code == 1 and "PostgreSQL at 'postgresql://postgres:***@127.0.0.1" in failed.stderr
+    assert "hunter2" not in failed.output
+
+
 # -- 10,000 checkpoints, killed halfway ------------------------------------------------------------
 
 THREADS, PER_THREAD = 100, 100

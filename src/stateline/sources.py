@@ -94,8 +94,9 @@ def _postgres(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
     try:
         with PostgresSaver.from_conn_string(spec) as saver:
             yield saver
-    except psycopg.OperationalError as exc:  # libpq's messages name host and user, never a password
-        raise ServerUnavailable(f"PostgreSQL at {redact(spec)!r}: {str(exc).strip()}") from exc
+    except psycopg.Error as exc:  # libpq's messages name host and user, never a password
+        kind = ServerUnavailable if isinstance(exc, psycopg.OperationalError) else ServerError
+        raise kind(f"PostgreSQL at {redact(spec)!r}: {str(exc).strip()}") from exc
 
 
 @contextmanager
