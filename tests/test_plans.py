@@ -138,7 +138,7 @@ def test_a_read_that_renews_the_ttl_renews_the_index_entry_when_due() -> None:
     with pytest.raises(StopIteration) as done:
         plan.send(None)  # nothing stored: nothing to index
     assert done.value.value is None
-    stored = [[b"", b"c2", e._record(snap({}), "", []), [], []], [], []]  # entry, logs, items
+    stored = [[b"", b"c2", e._record(snap({}), "", "c2", []), [], []], [], []]  # entry, logs, items
     plan = e.get("t:1", "", None)
     plan.send(None)
     assert plan.send(stored) == Call(SCRIPTS.index, shard.all, ("add", 1000, 20_000, "t%3A1"))  # found: index it

@@ -10,6 +10,8 @@ from .checkpointer import (
     SyncRedisCheckpointer,
     new_id,
 )
+from .compression import Compression
+from .crypto import Encryption
 from .elements import cache_usage, configure_caches
 from .embedded import EmbeddedServer
 from .errors import (
@@ -33,6 +35,8 @@ __version__ = "0.1.0"
 logging.getLogger("stateline").addHandler(logging.NullHandler())
 
 __all__ = [
+    "Compression",
+    "Encryption",
     "Checkpoint",
     "BaseCheckpointer",
     "RedisCheckpointer",

@@ -27,8 +27,9 @@ from typing import Any
 
 from . import runner
 from .codec import FINGERPRINT_PLAIN, ValueCodec
+from .compression import compression_of
 from .connection import Connection
-from .elements import digest
+from .crypto import Encryption
 from .engine import PAGE, Behind, Engine
 from .errors import ConflictError, InvalidInput
 from .keys import dec, enc
@@ -242,9 +243,16 @@ def _serde(types: Iterable[type], serde: Any) -> Any:
     return serde if serde is not None else Serde(types)
 
 
-def _codec(serde: Any) -> ValueCodec:
+def _codec(serde: Any, compression: Any = None, encryption: Encryption | None = None) -> ValueCodec:
     # stateline's Serde stores plain data as itself, so list items are recognised by it.
-    return ValueCodec(serde, fingerprint=FINGERPRINT_PLAIN if type(serde) is Serde else None)
+    if encryption is not None and not isinstance(encryption, Encryption):
+        raise InvalidInput(f"encryption must be a stateline.Encryption, got {type(encryption).__name__}")
+    return ValueCodec(
+        serde,
+        fingerprint=FINGERPRINT_PLAIN if type(serde) is Serde else None,
+        compression=compression_of(compression),
+        encryption=encryption,
+    )
 
 
 # -- the protocol -------------------------------------------------------------------------
@@ -329,13 +337,17 @@ class _RedisPlans:
         *,
         serde: Any = None,
         data_dir: str | None = None,
+        compression: Any = True,
+        encryption: Encryption | None = None,
         **redis_options: Any,
     ) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise InvalidInput(f"prefix must be a non-empty str (clear_all deletes its keys), got {prefix!r}")
         url, sync_client, async_client = _split_target(redis_url, client)
         self.serde = _serde(types, serde)
-        self._engine = Engine(_codec(self.serde), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl))
+        self._engine = Engine(
+            _codec(self.serde, compression, encryption), prefix=prefix, keep_last=keep_last, ttl_ms=ttl_ms(ttl)
+        )
         self._conn = Connection(url, client=sync_client, aclient=async_client, data_dir=data_dir, **redis_options)
 
     @property
@@ -355,7 +367,8 @@ class _RedisPlans:
             raise InvalidInput(f"save() takes a stateline.Checkpoint, got {type(cp).__name__}")
         expect = _expected_head(cp, new_session)
         codec = self._engine.codec
-        versions = {k: digest(codec.dump(v, f"state key {k!r}")).hex() for k, v in cp.state.items()}
+        # (keyed when encrypted: a version is stored in plaintext, in the value's field name)
+        versions = {k: codec.digest(codec.dump(v, f"state key {k!r}")).hex() for k, v in cp.state.items()}
         snap = Snapshot(
             thread_id=cp.session_id,
             ns="",
@@ -390,7 +403,10 @@ class RedisCheckpointer(_RedisPlans, BaseCheckpointer):
     """Checkpoints in Redis or Valkey (see BaseCheckpointer for the guarantees).
 
     ``RedisCheckpointer(redis_url=None, prefix="stateline:cp:", ttl=None, keep_last=None,
-    client=None, types=(), *, serde=None, data_dir=None, **redis_options)``.
+    client=None, types=(), *, serde=None, data_dir=None, compression=True, encryption=None,
+    **redis_options)``. ``compression``: zstd for values of 64 bytes and more (True), off
+    (False), or a ``stateline.Compression``. ``encryption``: a ``stateline.Encryption``
+    (AES-GCM with named keys; see stateline.crypto).
     ``redis_url``: ``redis://``, ``rediss://``, ``unix://`` (or a Cluster/Sentinel form, see
     stateline.connection), or a redis-py client (sync or asyncio, also as ``client=``);
     None uses the embedded server in ``data_dir``. ``types``: dataclasses, pydantic models
@@ -494,9 +510,12 @@ class MemoryCheckpointer(BaseCheckpointer):
         )
 
     def _checkpoint(self, session_id: str, checkpoint_id: str, r: _Record) -> Checkpoint:
-        load = self._codec.load
+        load = self._load_plain
         state = {k: load(v) for k, v in r.state.items()}
         return _checkpoint(session_id, checkpoint_id, r.parent_id, load(r.header), state, load(r.metadata))
+
+    def _load_plain(self, plain: bytes) -> Any:
+        return self._codec.load_plain(plain, b"")
 
     def _live(self, session_id: str) -> dict[str, _Record]:
         """The session's records, newest first; an expired session is dropped first."""

@@ -166,7 +166,7 @@ class ItemCache:
         codec = codec or self.codec
         if self.mode is None:
             data = codec.dump_all([_nested(x) for x in items], what)
-            each = [digest(d) for d in data]
+            each = [codec.digest(d) for d in data]
             return b"".join(each), dict(zip(each, data, strict=True))
         if key is None:
             return self._address(codec, items, what)
@@ -200,7 +200,7 @@ class ItemCache:
         self, codec: ValueCodec, items: list[Any], what: str, views: list[Any] | None = None
     ) -> tuple[bytes, dict[bytes, bytes]]:
         """Item by item; ``views``: the items' fingerprint views, when already made."""
-        packb, options, young, old = ormsgpack.packb, self.options, self._young, self._old
+        packb, options, young, old, name = ormsgpack.packb, self.options, self._young, self._old, codec.digest
         digests, elements, learned = [], {}, []
         if views is None:
             try:
@@ -215,7 +215,7 @@ class ItemCache:
             entry = None if fp is None else (young.get(fp) or old.get(fp))
             if entry is None or entry[0] is not type(item):
                 data = codec.dump(_nested(item), what)
-                entry = (type(item), digest(data), data)
+                entry = (type(item), name(data), data)
                 if fp is not None:
                     learned.append((fp, entry))
             elif fp is not None and fp not in young:  # (never None here: the entry was found by fp)
@@ -371,7 +371,7 @@ _KNOWN_ENTRY_BYTES = 80
 ITEMS = ItemStore(0)
 KNOWN = KnownElements(0)
 HINTS = LogHints(0)
-_ITEM_CACHES: dict[tuple[type, str, int], ItemCache] = {}
+_ITEM_CACHES: dict[tuple[type, str, int, str], ItemCache] = {}
 _ITEM_CACHES_LOCK = threading.Lock()
 _FINGERPRINT_BUDGET = [0]
 
@@ -415,11 +415,11 @@ configure_caches(_budget_from_environment())
 
 def item_cache(codec: ValueCodec) -> ItemCache:
     """The process's ItemCache for a codec: shared by codecs whose serde is of the same type
-    when the serde's bytes are a function of an item's content (codec.fingerprint); any
-    other codec gets one of its own."""
+    when the serde's bytes are a function of an item's content (codec.fingerprint) and
+    items are named alike (codec.digest_id); any other codec gets one of its own."""
     if codec.fingerprint is None:
         return ItemCache(codec)
-    key = (type(codec.serde), codec.fingerprint, codec.max_bytes)
+    key = (type(codec.serde), codec.fingerprint, codec.max_bytes, codec.digest_id)
     with _ITEM_CACHES_LOCK:
         found = _ITEM_CACHES.get(key)
         if found is None:

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import keys as K
-from .codec import FORMAT, ValueCodec, pack, pack_record, unpack, unpack_record
+from .codec import FORMAT, ValueCodec, describe, pack, pack_record, unpack, unpack_record, unpack_write
 from .discovery import Discovery
 from .elements import HINTS, ITEMS, KNOWN, item_cache
 from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataError
-from .keys import Schema, ThreadKeys, dec, enc
+from .keys import Schema, ThreadKeys, dec, enc, place
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
 from .records import DURABILITY, Snapshot, Stored, TaggedList, ThreadStats, Write, check_keep_last
 
@@ -29,7 +29,6 @@ __all__ = ["Engine", "LIST_MIN_ITEMS", "PAGE"]
 LIST_MIN_ITEMS = 4
 # A list-valued write (LangGraph's new messages) is stored by digest from this many bytes.
 WRITE_LIST_MIN_BYTES = 256
-LIST_TYPE = "stateline.list"
 PAGE = 100
 # What one call may do, so that no command runs long on a shared server whatever the
 # thread's length: list items sent along with a read (more are fetched in pipelined HMGETs
@@ -97,6 +96,8 @@ class Engine:
         # List items already serialized (by content), and those known to be stored per
         # thread, so a put serializes and sends only new ones.
         self._items_cache = item_cache(codec)
+        # Items sealed with a key are bound to their thread: cached per thread, then.
+        self._bound = _bound(codec)
         self._known = KNOWN
         self._store = ITEMS
         self._hints = HINTS
@@ -115,7 +116,7 @@ class Engine:
         ns, cid = enc(snap.ns), enc(snap.checkpoint_id)
         valued = snap.values if snap.all_values is None else snap.all_values
         fields = {ch: K.value_field(ns, ch, v) for ch, v in snap.versions.items() if ch in valued or ch in snap.values}
-        record = self._record(snap, ns, list(fields.values()))
+        record = self._record(snap, ns, cid, list(fields.values()))
         if expect is None:
             guard = ""
         else:
@@ -137,7 +138,7 @@ class Engine:
             value_args, elements, lists = self._value_args(snap, keys, ns, values, fields, stale)
             new = {d: b for d, b in elements.items() if d not in known and d not in items}
             if not (probing and sum(map(len, new.values())) > PROBE_BYTES):
-                items.update(new)  # (else sent without them: the server names those it lacks)
+                items.update(self._sealed_items(snap.thread_id, new))  # (else the server names those it lacks)
             probing = False
             sent = [x for pair in items.items() for x in pair]
             args = (f"{opts} {len(items)} {log_id} {int(not self._policy_asked)}", record, *sent, *value_args)
@@ -156,7 +157,7 @@ class Engine:
                 self._known.forget(keys.data)
                 lacking = {bytes(d) for d in reply[1:]}
                 known = {d for d in elements if d not in lacking}  # it holds the others
-                items.update((d, elements[d]) for d in lacking if d in elements)
+                items.update(self._sealed_items(snap.thread_id, {d: elements[d] for d in lacking if d in elements}))
             elif status == "stale":
                 stale.update(ch for ch, f in fields.items() if f == _text(reply[1]))
             elif status == "gone":  # values of unchanged channels went meanwhile: send them
@@ -224,11 +225,24 @@ class Engine:
                     args += (vfield, b"L" + kind.encode() + b"|" + digests)
                     elements.update(items)
             else:
-                args += (vfield, b"v" + self.codec.dump(value, what))
+                codec = self.codec
+                args += (vfield, b"v" + codec.seal(codec.dump(value, what), place(snap.thread_id, vfield)))
         return args, elements, lists
 
-    def _record(self, snap: Snapshot, ns: str, fields: list[str]) -> bytes:
-        """The checkpoint record (codec.pack_record): what the scripts read, then the rest."""
+    def _sealed_items(self, thread_id: str, items: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """List items as stored: each sealed where it lives (``e:<digest>``)."""
+        seal, head = self.codec.seal, place(thread_id, b"e:")
+        return {d: seal(b, head + d) for d, b in items.items()}
+
+    def _record(self, snap: Snapshot, ns: str, cid: str, fields: list[str]) -> bytes:
+        """The checkpoint record (codec.pack_record): what the scripts read, then the
+        envelope of the checkpoint and its metadata."""
+        body = pack(
+            [
+                *self.codec.dumps(snap.header, "the checkpoint"),
+                *self.codec.dumps(snap.metadata, "the checkpoint metadata"),
+            ]
+        )
         return pack_record(
             [
                 FORMAT,
@@ -238,10 +252,7 @@ class Engine:
                 [K.value_prefix(ns, ch) for ch in snap.delta_channels],
                 enc(snap.alias) if snap.alias else "",
             ],
-            [
-                *self.codec.dumps(snap.header, "the checkpoint"),
-                *self.codec.dumps(snap.metadata, "the checkpoint metadata"),
-            ],
+            self.codec.seal(body, place(snap.thread_id, f"c:{ns}:{cid}")),
         )
 
     def _items(self, value: list[Any], what: str, key: Any = None) -> tuple[bytes, dict[bytes, bytes]]:
@@ -256,7 +267,7 @@ class Engine:
             return (yield from self._send(call([], 0), before))
         data_key = self.keys(thread_id).data
         known = self._known.of(data_key)
-        to_send = {d: b for d, b in elements.items() if d not in known}
+        to_send = self._sealed_items(thread_id, {d: b for d, b in elements.items() if d not in known})
         for _attempt in range(3):
             reply = yield from self._send(call([x for pair in to_send.items() for x in pair], len(to_send)), before)
             if not (isinstance(reply, list) and reply and _text(reply[0]) == "missing"):
@@ -264,7 +275,7 @@ class Engine:
                     self._known.add(data_key, elements)
                 return reply
             self._known.forget(data_key)  # items we believed stored are gone (pruned elsewhere)
-            to_send = {bytes(d): elements[bytes(d)] for d in reply[1:]} | to_send
+            to_send = self._sealed_items(thread_id, {bytes(d): elements[bytes(d)] for d in reply[1:]}) | to_send
         raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
 
     def _send(self, call: Call, before: tuple[Call | Command, ...] = ()) -> Plan[Any]:
@@ -308,12 +319,13 @@ class Engine:
         """Store pending writes in one round trip: ordinary ones keep the first value per
         (task, idx), channels in ``special`` overwrite."""
         ns_e, cid = enc(ns), enc(checkpoint_id)
+        where = place(thread_id, K.writes_prefix(ns_e, cid))  # (a write is bound to its checkpoint)
         overwrite: list[Any] = []
         keep_first: list[Any] = []
         elements: dict[bytes, bytes] = {}
         for w in writes:
             what = f"the write to channel {w.channel!r}"
-            value = self._write_value(w, what, elements)
+            value = self._write_value(w, what, elements, where)
             (overwrite if w.channel in special else keep_first).extend(
                 (K.write_field(ns_e, cid, w.task_id, w.idx), value)
             )
@@ -333,17 +345,18 @@ class Engine:
         if index:
             self.discovery.written(thread_id, None, sent_at)
 
-    def _write_value(self, w: Write, what: str, elements: dict[bytes, bytes]) -> bytes:
-        """A write record; a list of sizeable items (messages) refers to its items by digest,
-        so a message stored in a write and in the channel's list is kept once."""
+    def _write_value(self, w: Write, what: str, elements: dict[bytes, bytes], where: bytes) -> bytes:
+        """A write record (codec.unpack_write); a list of sizeable items (messages) refers
+        to its items by digest, so a message stored in a write and in the channel's list is
+        kept once."""
         if type(w.value) is list and w.value:
             digests, items = self._items(w.value, what)
             if sum(map(len, items.values())) >= WRITE_LIST_MIN_BYTES:
                 elements.update(items)
-                record = pack([FORMAT, w.task_id, w.channel, LIST_TYPE, b"", w.task_path, w.idx])
+                record = self.codec.seal(pack([FORMAT, w.task_id, w.channel, None, w.task_path, w.idx]), where)
                 return b"W" + str(len(w.value)).encode() + b":" + digests + record
-        typ, data = self.codec.dumps(w.value, what)
-        return pack([FORMAT, w.task_id, w.channel, typ, data, w.task_path, w.idx])
+        value = self.codec.dump(w.value, what)
+        return self.codec.seal(pack([FORMAT, w.task_id, w.channel, value, w.task_path, w.idx]), where)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -380,9 +393,9 @@ class Engine:
         write records), or None when one is gone (the checkpoint was deleted meanwhile).
         Items come from the reply, this process's store, or HMGETs of FETCH_ITEMS each in
         one pipeline."""
-        found: dict[bytes, bytes] = {}
-        self._store.add(zip(inline[::2], inline[1::2], strict=True))
-        found.update(zip(inline[::2], inline[1::2], strict=True))
+        scope = keys.data.encode() if self._bound else b""
+        found = self._opened(keys, inline[::2], inline[1::2])
+        self._store.add((scope + d, plain) for d, plain in found.items())
         wanted: dict[bytes, None] = {}
         pieces = [logs[i] for i in range(1, len(logs), 2)]
         for group in writes:
@@ -393,7 +406,7 @@ class Engine:
             for k in range(0, len(digests), 16):
                 d = digests[k : k + 16]
                 if d not in found and d not in wanted:
-                    cached = self._store.get(d)
+                    cached = self._store.get(scope + d)
                     if cached is None:
                         wanted[d] = None
                     else:
@@ -403,21 +416,25 @@ class Engine:
             chunks = [todo[i : i + FETCH_ITEMS] for i in range(0, len(todo), FETCH_ITEMS)]
             replies = yield Batch(tuple(Command(("HMGET", keys.data, *(b"e:" + d for d in c))) for c in chunks))
             for chunk, got in zip(chunks, replies, strict=True):
-                for d, data in zip(chunk, got, strict=True):
-                    if data is None:
-                        return None
-                    found[d] = data
-            self._store.add((d, found[d]) for d in todo)
+                if any(data is None for data in got):
+                    return None
+                found.update(self._opened(keys, chunk, got))
+            self._store.add((scope + d, found[d]) for d in todo)
         found[b"logs"] = {_text(logs[i]): logs[i + 1] for i in range(0, len(logs), 2)}  # type: ignore[assignment]
         return found
+
+    def _opened(self, keys: ThreadKeys, digests: Sequence[bytes], stored: Sequence[bytes | None]) -> dict[bytes, bytes]:
+        """digest -> the plaintext of each list item given (items missing are left out)."""
+        open_, head = self.codec.open, place(keys.thread_id, b"e:")
+        return {d: open_(data, head + d) for d, data in zip(digests, stored, strict=True) if data is not None}
 
     def _learn(self, keys: ThreadKeys, entry: list[Any], items: dict[bytes, Any]) -> None:
         """Remembers the logs of a namespace's newest checkpoint, which its next put extends."""
         ns_e, raw, values = _text(entry[0]), entry[2], entry[3]
-        index, _ = unpack_record(raw)
+        index, _ = unpack_record(raw, f"thread {keys.thread_id!r}, a checkpoint record")
         logs = items[b"logs"]
         for ref, value in zip(index[2], values, strict=True):
-            if isinstance(value, list):
+            if isinstance(value, list) and len(value) == 3:
                 _kind, n, log = value
                 self._hints.put(
                     (keys.data, ns_e, dec(ref.split(":", 3)[2])), (_text(log), n, logs[_text(log)][: 16 * n])
@@ -446,7 +463,7 @@ class Engine:
         bound = ""
         bare = select is not None
         count = PAGE if bare or limit is None else max(1, min(limit, page))
-        emitted = 0
+        emitted, rereads = 0, 0
         while limit is None or emitted < limit:
             args = (ns_e or "", "1" if ns_e is None else "0", bound, count, first, int(bare), PAGE_BYTES, INLINE_ITEMS)
             reply = yield Call(SCRIPTS.list, keys.all, args)
@@ -455,8 +472,11 @@ class Engine:
                 found = yield from self._selected(thread_id, entries, select, limit and limit - emitted)
             else:
                 items = yield from self._fetch(keys, logs, [e[4] for e in entries], inline)
-                if items is None:
-                    continue  # a checkpoint of the page went meanwhile: read the page again
+                if items is None:  # a checkpoint of the page went meanwhile: read the page again
+                    rereads += 1
+                    if rereads > 3:
+                        raise StoredDataError(f"thread {thread_id!r}: list items of a page keep disappearing")
+                    continue
                 found = [self._stored(thread_id, entry, items) for entry in entries]
             first = ""
             if limit is not None:
@@ -523,15 +543,16 @@ class Engine:
             if items is None:
                 raise StoredDataError(f"thread {thread_id!r}: an ancestor's items went while its history was read")
             seeded = set()
-            for _cid, writes, seeds in steps:  # from the parent towards the root
-                decoded = self._writes(writes, items)
+            for cid_e, writes, seeds in steps:  # from the parent towards the root
+                decoded = self._writes(writes, items, thread_id, ns_e, _text(cid_e))
                 for w, ch in enumerate(wanted):
                     if ch in seeded or ch in out:
                         continue
                     mine = sorted((x for x in decoded if x.channel == ch), key=_replay_order)
                     collected[ch].append(mine)
                     if seeds[w] is not None:
-                        seed = self._value(seeds[w], items, thread_id)
+                        ref, stored = seeds[w]
+                        seed = self._value(stored, items, thread_id, _text(ref))
                         out[ch] = ([x for group in reversed(collected[ch]) for x in group], seed, True)
                         seeded.add(ch)
             wanted = [ch for ch in wanted if ch not in out]
@@ -638,7 +659,7 @@ class Engine:
     def copy_thread(self, source: str, target: str) -> Plan[int]:
         """Copies every checkpoint, value and write of ``source`` into ``target`` (ids kept)."""
         dumped = yield from self.dump(source)
-        return (yield from self.restore(target, dumped))
+        return (yield from self.restore(target, dumped, source, self.codec))
 
     def dump(self, thread_id: str) -> Plan[tuple[builtins.list[bytes], builtins.list[bytes]]]:
         """Everything stored for a thread, as opaque fields and index members (for copies
@@ -661,12 +682,23 @@ class Engine:
                 return fields, members
         raise ConflictError(f"thread {thread_id!r} kept changing while it was copied; try again when it is idle")
 
-    def restore(self, target: str, dumped: tuple[builtins.list[bytes], builtins.list[bytes]]) -> Plan[int]:
-        """Writes a dump into the new thread ``target`` (a page per round trip) and indexes
-        it. Returns how many fields it wrote. Raises ``InvalidInput`` if ``target`` exists."""
+    def restore(
+        self,
+        target: str,
+        dumped: tuple[builtins.list[bytes], builtins.list[bytes]],
+        source: str | None = None,
+        codec: ValueCodec | None = None,
+    ) -> Plan[int]:
+        """Writes a dump of thread ``source`` (read with ``codec``) into the new thread
+        ``target`` (a page per round trip) and indexes it. Encrypted values are bound to
+        their thread, so they are decrypted and sealed again for ``target`` (with this
+        engine's codec: a copy to another saver takes its encryption and compression).
+        Returns how many fields it wrote. Raises ``InvalidInput`` if ``target`` exists."""
         fields, members = dumped
         if not fields:
             return 0
+        if source is not None and codec is not None and (_bound(codec) or _bound(self.codec)):
+            fields = self._resealed(fields, source, target, codec)
         n = len(fields) // 2
         runs = {K.run_of(m) for m in members if m.startswith(b"r:")}
         self._forget_items(target)
@@ -684,29 +716,72 @@ class Engine:
         yield self.discovery.add_all(target, [dec(r) for r in runs])
         return n
 
+    def _resealed(
+        self, fields: builtins.list[bytes], source: str, target: str, codec: ValueCodec
+    ) -> builtins.list[bytes]:
+        """Dumped fields of ``source`` (sealed by ``codec``) sealed again for ``target``."""
+        out: list[bytes] = []
+        seal = self.codec.seal
+        for i in range(0, len(fields), 2):
+            f, v = bytes(fields[i]), bytes(fields[i + 1])
+            src, dst = place(source, f), place(target, f)
+            kind = f[:2]
+            if kind == b"b:" and v[:1] == b"v":
+                v = b"v" + seal(codec.open(v[1:], src), dst)
+            elif kind == b"e:":
+                v = seal(codec.open(v, src), dst)
+            elif kind == b"c:":
+                index, sealed = unpack_record(v, describe(src))
+                v = pack_record(index, seal(codec.open(sealed, src), dst))
+            elif kind == b"w:":
+                ns_e, cid_e = _text(f).split(":")[1:3]
+                src, dst = place(source, K.writes_prefix(ns_e, cid_e)), place(target, K.writes_prefix(ns_e, cid_e))
+                digests = _write_digests(v)
+                cut = v.index(b":") + 1 + len(digests) if v[:1] == b"W" else 0
+                v = v[:cut] + seal(codec.open(v[cut:], src), dst)
+            out += (f, v)
+        return out
+
     # -- decoding ----------------------------------------------------------------------------
 
-    def _value(self, stored: bytes | builtins.list[Any], items: dict[bytes, Any], thread_id: str) -> Any:
+    def _value(self, stored: bytes | builtins.list[Any], items: dict[bytes, Any], thread_id: str, ref: str) -> Any:
+        where = place(thread_id, ref)
         if not isinstance(stored, list):
-            return self.codec.load(stored[1:])
+            if stored[:1] != b"v":
+                raise StoredDataError(f"{describe(where)} is damaged: not a value")
+            return self.codec.load(stored[1:], where)
+        if len(stored) != 3 or not isinstance(stored[1], int):
+            raise StoredDataError(f"{describe(where)} is damaged: not a list value")
         kind, n, log = stored
-        digests = items[b"logs"][_text(log)]
-        listed = self.codec.load_list([items[digests[k : k + 16]] for k in range(0, 16 * n, 16)])
+        digests = items[b"logs"].get(_text(log))
+        if digests is None or len(digests) < 16 * n:
+            raise StoredDataError(f"{describe(where)}: its log {_text(log)!r} is damaged")
+        listed = self.codec.load_list([items.get(digests[k : k + 16]) for k in range(0, 16 * n, 16)], where)
         return TaggedList(_text(kind), listed) if kind else listed
 
-    def _writes(self, records: builtins.list[bytes | None], items: dict[bytes, Any]) -> builtins.list[Write]:
+    def _writes(
+        self, records: builtins.list[bytes | None], items: dict[bytes, Any], thread_id: str, ns_e: str, cid_e: str
+    ) -> builtins.list[Write]:
         out = []
+        where = place(thread_id, K.writes_prefix(ns_e, cid_e))
         for raw in records:
             if raw is None:  # deleted between the index read and the fetch: not a write anymore
                 continue
             listed = None
+            what = f"thread {thread_id!r}, a write to checkpoint {dec(cid_e)!r}"
             if raw[:1] == b"W":  # a list of items stored by digest: W<n>:<digests><record>
-                colon = raw.index(b":")
-                end = colon + 1 + 16 * int(raw[1:colon])
-                digests, raw = raw[colon + 1 : end], raw[end:]
-                listed = [items[digests[k : k + 16]] for k in range(0, len(digests), 16)]
-            _fmt, task_id, channel, typ, data, task_path, idx = unpack(raw)
-            value = self.codec.load_list(listed) if listed is not None else self.codec.loads(typ, data)
+                digests = _write_digests(raw)
+                if not digests and raw[1:2] != b"0":
+                    raise StoredDataError(f"{what} is damaged: its list of items cannot be read")
+                raw = raw[raw.index(b":") + 1 + len(digests) :]
+                listed = [items.get(digests[k : k + 16]) for k in range(0, len(digests), 16)]
+            task_id, channel, plain, task_path, idx = unpack_write(self.codec.open(raw, where), what)
+            if listed is not None:
+                value = self.codec.load_list(listed, where)
+            elif plain is None:
+                raise StoredDataError(f"{describe(where)} is damaged: it has no value")
+            else:
+                value = self.codec.load_plain(plain, where)
             out.append(Write(task_id, channel, value, task_path, idx))
         return out
 
@@ -718,28 +793,39 @@ class Engine:
 
     def _stored(self, thread_id: str, entry: builtins.list[Any], items: dict[bytes, Any]) -> Stored:
         ns_e, cid_e, raw, values, writes = entry
-        index, (h_typ, h_data, m_typ, m_data) = unpack_record(raw)
-        if index[0] != FORMAT:
-            raise StoredDataError(f"checkpoint record format {index[0]!r} is not supported")
-        header = self.codec.loads(h_typ, h_data)
-        metadata = self.codec.loads(m_typ, m_data)
+        ns_e, cid_e = _text(ns_e), _text(cid_e)
+        where = place(thread_id, f"c:{ns_e}:{cid_e}")
+        index, sealed = unpack_record(raw, describe(where))
+        body = unpack(self.codec.open(sealed, where), describe(where))
+        if not (isinstance(body, list) and len(body) == 4 and all(isinstance(x, str) for x in body[::2])):
+            raise StoredDataError(f"{describe(where)} is damaged: its body is not [type, checkpoint, type, metadata]")
+        h_typ, h_data, m_typ, m_data = body
+        header = self.codec.loads(h_typ, h_data, where)
+        metadata = self.codec.loads(m_typ, m_data, where)
         channel_values = {}
+        if values is not None and len(values) != len(index[2]):
+            raise StoredDataError(
+                f"{describe(where)} is damaged: it has {len(values)} values for {len(index[2])} fields"
+            )
         for ref, value in zip(index[2], values, strict=True) if values is not None else ():
             if value is None:  # a value the record refers to is gone: never a silently smaller state
                 raise StoredDataError(
                     f"thread {thread_id!r}: checkpoint {dec(cid_e)!r} refers to a value that is missing ({ref})"
                 )
-            channel_values[dec(ref.split(":", 3)[2])] = self._value(value, items, thread_id)
+            parts = ref.split(":", 3)
+            if len(parts) != 4:
+                raise StoredDataError(f"{describe(where)} is damaged: it refers to a field {ref!r}")
+            channel_values[dec(parts[2])] = self._value(value, items, thread_id, ref)
         return Stored(
             thread_id=thread_id,
             ns=dec(ns_e),
             checkpoint_id=dec(cid_e),
             parent_id=dec(index[1]) if index[1] else None,
-            alias=dec(index[5]) if len(index) > 5 and index[5] else None,
+            alias=dec(index[5]) if index[5] else None,
             header=header,
             metadata=metadata,
             values=channel_values,
-            writes=self._writes(writes, items),
+            writes=self._writes(writes, items, thread_id, ns_e, cid_e),
         )
 
 
@@ -781,9 +867,19 @@ def _check_policy(policy: str) -> None:
         )
 
 
+def _bound(codec: ValueCodec) -> bool:
+    """Whether the codec's values are bound to their thread (encrypted)."""
+    return codec.encryption is not None or codec.serde_cipher is not None
+
+
 def _write_digests(raw: bytes) -> bytes:
-    """The item digests of a write record stored by digest (b'' for any other)."""
+    """The item digests of a write record stored by digest (b'' for any other, or for a
+    damaged one, which decoding the record then names)."""
     if raw[:1] != b"W":
         return b""
-    colon = raw.index(b":")
-    return raw[colon + 1 : colon + 1 + 16 * int(raw[1:colon])]
+    colon = raw.find(b":", 1, 16)
+    count = raw[1:colon]
+    if colon < 0 or not count.isdigit():
+        return b""
+    digests = raw[colon + 1 : colon + 1 + 16 * int(count)]
+    return digests if len(digests) == 16 * int(count) else b""

@@ -169,6 +169,11 @@ def write_field(ns: str, cid: str, task_id: str, idx: int) -> str:
     return f"w:{ns}:{cid}:{enc(task_id)}:{idx}"
 
 
+def writes_prefix(ns: str, cid: str) -> str:
+    """Where a checkpoint's writes live (what their envelopes are bound to)."""
+    return f"w:{ns}:{cid}:"
+
+
 def after(ns: str | None, last_ns: str, last_cid: str) -> str:
     """The bound of the page after the one that ended with ``last_ns``/``last_cid``."""
     return f"(o:{last_cid} {last_ns}" if ns is None else f"(c:{last_ns}:{last_cid}"
@@ -223,3 +228,35 @@ def thread_of_run_entry(entry: bytes | str) -> str:
     """The (raw) thread id of a discovery entry ``r:<run> <thread>``."""
     text = entry.decode() if isinstance(entry, bytes) else entry
     return dec(text.split(" ", 1)[1])
+
+
+def place(thread_id: str, field: str | bytes) -> bytes:
+    """Where a sealed value lives, ``<thread> <field>`` (ids encoded): the associated data
+    that binds it there, and what an error about it names."""
+    head = enc(thread_id).encode() + b" "
+    return head + (field if isinstance(field, bytes) else field.encode())
+
+
+def describe_place(where: bytes) -> str:
+    """``thread 't', the value of channel 'c' (version 'v', namespace '')`` for a place."""
+    thread, _, field = where.partition(b" ")
+    try:
+        return f"thread {dec(thread.decode())!r}, {describe_field(field)}"
+    except (UnicodeDecodeError, ValueError):
+        return f"thread {thread!r}, field {field!r}"
+
+
+def describe_field(field: bytes) -> str:
+    kind, parts = field[:2], field[2:].split(b":")
+    if kind == b"e:":
+        return f"list item {field[2:].hex()}"
+    text = [dec(p.decode()) for p in parts]
+    if kind == b"b:" and len(text) == 3:
+        return f"the value of channel {text[1]!r} (version {text[2]!r}, namespace {text[0]!r})"
+    if kind == b"c:" and len(text) == 2:
+        return f"checkpoint {text[1]!r} (namespace {text[0]!r})"
+    if kind == b"w:" and len(text) == 4:
+        return f"write {text[3]} of task {text[2]!r} to checkpoint {text[1]!r} (namespace {text[0]!r})"
+    if kind == b"w:" and len(text) == 3:
+        return f"a write to checkpoint {text[1]!r} (namespace {text[0]!r})"
+    return f"field {field.decode(errors='replace')!r}"

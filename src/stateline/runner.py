@@ -26,7 +26,7 @@ from .errors import (
     ServerUnavailable,
     StoredDataError,
 )
-from .keys import dec
+from .keys import dec, describe_field
 from .plan import Batch, Call, Command, Emit, Plan, Scan, Script
 
 __all__ = ["run", "arun", "iterate", "aiterate"]
@@ -74,6 +74,8 @@ def _error_for(exc: rx.RedisError | rx.RedisClusterException) -> Exception | Non
             "missing): evicted under a maxmemory-policy that evicts keys? Use noeviction (README, "
             "'Server settings')"
         )
+    if text.startswith("STATELINE_DAMAGED"):
+        return _damaged(text)
     if "NOAUTH" in text or "WRONGPASS" in text:
         return AuthenticationFailed(f"the server rejected the credentials: {exc}")
     if "can't run this command" in text or "ACL failure" in text or "no permissions" in text:
@@ -108,6 +110,20 @@ class _Mapped:
 
 
 MAPPED = _Mapped()
+
+
+def _damaged(text: str) -> StoredDataError:
+    """A script found a record it cannot read: 'STATELINE_DAMAGED <key> <field> [format N]'."""
+    parts = text.split(" ")
+    key, field = parts[1], parts[2] if len(parts) > 2 else "?"
+    thread = dec(key[key.find("{") + 1 : key.rfind("}")])
+    what = describe_field(field.encode())
+    if len(parts) > 4 and parts[3] == "format":
+        return StoredDataError(
+            f"thread {'' if thread == '%' else thread!r}, {what} is stored in format {parts[4]}, newer than this "
+            "version of stateline reads (format 1): upgrade stateline"
+        )
+    return StoredDataError(f"thread {'' if thread == '%' else thread!r}, {what} is damaged: its record cannot be read")
 
 
 def _queue(target: Any, step: Call | Command) -> Any:

@@ -33,7 +33,7 @@ _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def _warn_once(key: str, message: str) -> None:
+def warn_once(key: str, message: str) -> None:
     with _warned_lock:
         if key in _warned:
             return
@@ -77,7 +77,7 @@ def safe_serde(serde: Any, allowed: frozenset[tuple[str, ...]], unsafe: bool) ->
     if getattr(serde, "pickle_fallback", False):
         raise InvalidInput("stateline never loads pickle: pass a serde with pickle_fallback=False")
     if unsafe:
-        _warn_once(
+        warn_once(
             "permissive",
             "stateline: unsafe_allow_any_type=True lets stored data name any module to import and any "
             "callable to run when it is read: anyone who can write to the server can run code in this process",
@@ -93,14 +93,14 @@ def safe_serde(serde: Any, allowed: frozenset[tuple[str, ...]], unsafe: bool) ->
     if isinstance(serde, JsonPlusSerializer):
         msgpack, json, own_hook = _rules(serde)
         if own_hook:
-            _warn_once(f"hook:{id(serde)}", _unchecked(serde, "its own msgpack ext hook"))
+            warn_once(f"hook:{id(serde)}", _unchecked(serde, "its own msgpack ext hook"))
             return serde
         base = set(msgpack) if isinstance(msgpack, (set, frozenset)) else set()
         wanted = base | allowed
         if msgpack is not True and wanted == base and json is not True:
             return serde
         return _restricted(serde, wanted or None, None if json is True else json)
-    _warn_once(f"type:{type(serde).__qualname__}", _unchecked(serde, "a serializer stateline does not know"))
+    warn_once(f"type:{type(serde).__qualname__}", _unchecked(serde, "a serializer stateline does not know"))
     return serde
 
 

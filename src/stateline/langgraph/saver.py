@@ -23,17 +23,28 @@ from langgraph.checkpoint.base import (
     SerializerProtocol,
 )
 from langgraph.checkpoint.serde.base import maybe_add_typed_methods
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from .. import runner, survey
 from ..codec import FINGERPRINT_PYDANTIC, MAX_VALUE_BYTES, ValueCodec
+from ..compression import Compression, compression_of
 from ..connection import Connection
+from ..crypto import Encryption
 from ..engine import Engine
 from ..errors import InvalidInput
 from ..plan import Plan
 from ..records import ThreadStats, ttl_ms
 from . import _convert as cv
+from . import _safety
 from ._safety import allowed_names, safe_serde
+
+_RANDOM_NAMES = (
+    "stateline: with an EncryptedSerializer and no digest_key, list items get random names (a digest of "
+    "the plaintext would let anyone who reads the server test guesses of a message), so a message is "
+    "stored again by each process that writes it: pass digest_key=<16+ secret bytes> to store it once, "
+    "or use encryption=stateline.Encryption(...), which keys the digests itself"
+)
 
 __all__ = ["RedisSaver", "AsyncRedisSaver", "ShallowRedisSaver", "AsyncShallowRedisSaver"]
 
@@ -158,6 +169,9 @@ class RedisSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         allowed_types: Iterable[Any] = (),
         unsafe_allow_any_type: bool = False,
+        compression: bool | Compression = True,
+        encryption: Encryption | None = None,
+        digest_key: bytes | None = None,
         data_dir: str | None = None,
         durability: str = "ack",
         durability_timeout_ms: int = 1000,
@@ -198,6 +212,13 @@ class RedisSaver(BaseCheckpointSaver[str]):
         self._max_value_bytes = max_value_bytes
         self._allowed_types = allowed_names(allowed_types)
         self._unsafe = bool(unsafe_allow_any_type)
+        self._compression = compression_of(compression)
+        if encryption is not None and not isinstance(encryption, Encryption):
+            raise InvalidInput(f"encryption must be a stateline.Encryption, got {type(encryption).__name__}")
+        self._encryption = encryption
+        if digest_key is not None and not (isinstance(digest_key, bytes) and 16 <= len(digest_key) <= 64):
+            raise InvalidInput("digest_key must be 16 to 64 bytes")
+        self._digest_key = digest_key
         Engine(ValueCodec(self._serde), **self._settings)  # validate the settings now
         super().__init__(serde=serde)
 
@@ -211,14 +232,34 @@ class RedisSaver(BaseCheckpointSaver[str]):
         self._serde = maybe_add_typed_methods(safe_serde(value, self._allowed_types, self._unsafe))
         # JsonPlusSerializer stores a pydantic model as its model_dump(): a function of its
         # fields, so list items (messages) can be recognised by them (elements.ItemCache).
-        fingerprint = FINGERPRINT_PYDANTIC if type(self._serde) is JsonPlusSerializer else None
-        codec = ValueCodec(self._serde, self._max_value_bytes, fingerprint=fingerprint)
+        # An EncryptedSerializer's cipher seals values below its serde (after compression),
+        # so items are still named by (a keyed digest of) their plaintext.
+        inner, cipher = (
+            (self._serde.serde, self._serde.cipher)
+            if isinstance(self._serde, EncryptedSerializer)
+            else (self._serde, None)
+        )
+        fingerprint = FINGERPRINT_PYDANTIC if type(inner) is JsonPlusSerializer else None
+        codec = ValueCodec(
+            inner,
+            self._max_value_bytes,
+            fingerprint=fingerprint,
+            compression=self._compression,
+            encryption=self._encryption,
+            serde_cipher=cipher,
+            digest_key=self._digest_key,
+        )
+        if cipher is not None and self._digest_key is None:
+            _safety.warn_once("random-names", _RANDOM_NAMES)
         self._engine = Engine(codec, **self._settings)
 
     _serde: SerializerProtocol = BaseCheckpointSaver.serde  # the class default
     _max_value_bytes: int = MAX_VALUE_BYTES
     _allowed_types: frozenset[tuple[str, ...]] = frozenset()
     _unsafe: bool = False
+    _compression: Compression | None = None
+    _encryption: Encryption | None = None
+    _digest_key: bytes | None = None
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> RedisSaver:
@@ -538,8 +579,12 @@ class RedisSaver(BaseCheckpointSaver[str]):
 
     def copy_thread_to(self, source_thread_id: str, target: RedisSaver, target_thread_id: str) -> int:
         """Copies a thread to another saver (another prefix or server): a migration."""
-        dumped = self._run(self._engine.dump(_one_id(source_thread_id, "source_thread_id")))
-        return target._run(target._engine.restore(_one_id(target_thread_id, "target_thread_id"), dumped))
+        source = _one_id(source_thread_id, "source_thread_id")
+        dumped = self._run(self._engine.dump(source))
+        restore = target._engine.restore(
+            _one_id(target_thread_id, "target_thread_id"), dumped, source, self._engine.codec
+        )
+        return target._run(restore)
 
     def get_next_version(self, current: str | int | float | None, channel: None = None) -> str:
         """Zero-padded counter plus a random suffix: increasing, and unique per branch, so a

@@ -27,9 +27,22 @@ local CHUNK = 64
 
 -- A checkpoint record starts with a 4-byte length and a msgpack array the scripts read:
 -- {format, parent cid, {value fields}, run, {DeltaChannel value prefixes}, alias}.
-local function meta(rec)
-  local _, m = cmsgpack.unpack_one(rec, 4)
-  return m
+-- A record that is not one (damaged) fails the call with STATELINE_DAMAGED, which the
+-- client reports as StoredDataError naming the thread and the field `f`.
+local function meta(rec, f)
+  local ok, _, m = pcall(cmsgpack.unpack_one, rec, 4)
+  if ok and type(m) == 'table' and m[1] == 1 and type(m[2]) == 'string' and type(m[3]) == 'table'
+      and type(m[4]) == 'string' and type(m[5]) == 'table' then
+    local good = true
+    for _, ref in ipairs(m[3]) do
+      if type(ref) ~= 'string' then good = false end
+    end
+    if good then return m end
+  end
+  if ok and type(m) == 'table' and type(m[1]) == 'number' and m[1] > 1 then
+    error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. (f or '?') .. ' format ' .. m[1]})
+  end
+  error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. (f or '?')})
 end
 
 local function head_member(ns)
@@ -285,7 +298,8 @@ end
 local function write_parts(v)
   if not v or string.byte(v, 1) ~= 87 then return nil end  -- 87 = 'W'
   local colon = string.find(v, ':', 2, true)
-  local n = tonumber(string.sub(v, 2, colon - 1))
+  local n = colon and tonumber(string.sub(v, 2, colon - 1))
+  if not n then return nil end  -- (damaged: the client names it)
   return string.sub(v, colon + 1, colon + 16 * n), string.sub(v, colon + 16 * n + 1)
 end
 
@@ -303,6 +317,8 @@ local function read_value(field, logs)
   local v = redis.call('HGET', D, field)
   if not v or string.byte(v, 1) ~= 76 then return v end
   local n, log, kind = list_parts(v)
+  -- (damaged: the raw bytes, which the client names; never a walk over a made-up length)
+  if not n or log == '' or n > (log_head(log) or -1) then return v end
   if (logs[log] or -1) < n then logs[log] = n end
   return {kind, n, log}
 end
@@ -327,7 +343,7 @@ local function load(ns, cid, logs, bare)
   local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
   if not rec then return nil end
   if bare then return {ns, cid, rec} end
-  local refs = meta(rec)[3]
+  local refs = meta(rec, 'c:' .. ns .. ':' .. cid)[3]
   local values = {}
   for i = 1, #refs do values[i] = read_value(refs[i], logs) or false end
   return {ns, cid, rec, values, writes_of(ns, cid)}

@@ -3,7 +3,8 @@
 --   list items to send along, then the value field prefixes 'b:<ns>:<ch>:' wanted
 -- Walks from the checkpoint's parent towards the root and stops once every wanted channel
 -- has a stored value (its seed), or after the most ancestors asked for.
--- Reply: {{{cid, {writes}, {seed per channel or false}}...}, {log, digests...}, {digest, item...}, next cid}
+-- Reply: {{{cid, {writes}, {{field, seed} per channel, or false}}...}, {log, digests...},
+--         {digest, item...}, next cid}
 --   next cid: where to go on from ('' when done).
 local partial = check_whole()
 if partial then return partial end
@@ -21,13 +22,13 @@ else
     ns, cid = split_member(head)
   end
   local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
-  parent = rec and meta(rec)[2] or ''
+  parent = rec and meta(rec, 'c:' .. ns .. ':' .. cid)[2] or ''
 end
 local out, logs, walked = {}, {}, 0
 while parent ~= '' and remaining > 0 and walked < most do
   local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. parent)
   if not rec then parent = ''; break end
-  local r = meta(rec)
+  local r = meta(rec, 'c:' .. ns .. ':' .. parent)
   local seeds = {}
   for w = 1, #wanted do
     seeds[w] = false
@@ -35,7 +36,7 @@ while parent ~= '' and remaining > 0 and walked < most do
       for _, ref in ipairs(r[3]) do
         if string.sub(ref, 1, #wanted[w]) == wanted[w] then
           local v = read_value(ref, logs)
-          if v then seeds[w] = v; seeded[w] = true; remaining = remaining - 1 end
+          if v then seeds[w] = {ref, v}; seeded[w] = true; remaining = remaining - 1 end
           break
         end
       end
