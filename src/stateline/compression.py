@@ -40,7 +40,7 @@ def _zstd() -> Any:
 def _dictionary(dict_id: int) -> Any:
     zstd = _zstd()
     try:
-        data = files("stateline").joinpath("dictionaries", f"{dict_id}.zdict").read_bytes()
+        data = files("stateline").joinpath("dictionaries").joinpath(f"{dict_id}.zdict").read_bytes()
     except FileNotFoundError:
         raise StoredDataError(
             f"a value was compressed with zstd dictionary {dict_id}, which this version of stateline does not have"
