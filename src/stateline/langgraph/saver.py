@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins  # `builtins.list` in classes whose `list` method hides the type
 import random
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -86,8 +86,9 @@ class _Done:
 
     __slots__ = ()
 
-    def __await__(self) -> Iterator[None]:
-        return iter(())
+    def __await__(self) -> Generator[Any, Any, None]:
+        return
+        yield  # (a generator that finishes at once)
 
 
 class _Settings(TypedDict):
