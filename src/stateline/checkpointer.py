@@ -231,9 +231,11 @@ def _expected_head(cp: Checkpoint, new_session: bool) -> str | None:
     return cp.parent_id
 
 
-def _checkpoint_id(checkpoint_id: str | None) -> str | None:
+def _checkpoint_id(checkpoint_id: str | None, what: str = "checkpoint_id") -> str | None:
+    """The seed API's id rule: session and checkpoint ids are str (a checkpoint id not
+    empty); anything else is InvalidInput, never converted."""
     if checkpoint_id is not None and (not isinstance(checkpoint_id, str) or not checkpoint_id):
-        raise InvalidInput(f"checkpoint_id must be a non-empty str or None (the newest), got {checkpoint_id!r}")
+        raise InvalidInput(f"{what} must be a non-empty str or None (the newest), got {checkpoint_id!r}")
     return checkpoint_id
 
 
@@ -389,6 +391,7 @@ class _RedisPlans:
 
     def _list(self, session_id: str, limit: int | None, before: str | None) -> Plan[int]:
         # One page of `limit`: one round trip however many are asked for.
+        before = _checkpoint_id(before, "before")
         return self._engine.list(session_id, "", before=before, limit=limit, page=limit or PAGE)
 
     def _delete(self, session_id: str, checkpoint_id: str | None) -> Plan[None]:
@@ -560,6 +563,7 @@ class MemoryCheckpointer(BaseCheckpointer):
     async def list(self, session_id: str, limit: int | None = 10, *, before: str | None = None) -> list[Checkpoint]:
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidInput(f"limit must be a non-negative int or None, got {limit!r}")
+        before = _checkpoint_id(before, "before")
         with self._lock:
             records = self._live(session_id)
             below = None if before is None else (records[before].order if before in records else enc(before))

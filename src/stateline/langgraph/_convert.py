@@ -24,6 +24,40 @@ from ..records import Snapshot, Stored, TaggedList, Write
 SPECIAL_CHANNELS = frozenset(WRITES_IDX_MAP)
 
 
+def one_id(value: Any, what: str) -> str:
+    """The id rule of every saver method, LangGraph's own: a str is the id, anything else
+    becomes ``str(value)`` (so ``1`` and ``"1"`` are one thread, as Pregel makes them).
+    Refused with InvalidInput: None, bytes (whose str() is "b'...'", never what was meant)
+    and collections (one id is expected, not several)."""
+    if type(value) is str:
+        return value
+    if (
+        value is None
+        or isinstance(value, (bytes, bytearray, memoryview, Mapping))
+        or (not isinstance(value, str) and isinstance(value, Iterable))
+    ):
+        raise InvalidInput(f"{what} must be one id (a str), got {type(value).__name__}: {value!r}")
+    return str(value)
+
+
+def many_ids(values: Any, what: str) -> list[str]:
+    """A sequence of ids, each by ``one_id``: a bare str would be iterated character by character."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise InvalidInput(
+            f"{what} must be a sequence of ids, got the single {type(values).__name__} {values!r}: wrap it in a list"
+        )
+    if isinstance(values, Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput(f"{what} must be a sequence of ids, got {type(values).__name__}: {values!r}")
+    return [one_id(v, f"each of {what}") for v in values]
+
+
+def _checkpoint_id(cid: Any, what: str) -> str | None:
+    """None or "" (the newest checkpoint), else an id by ``one_id``: 0 is checkpoint "0"."""
+    if cid is None or cid == "":
+        return None
+    return one_id(cid, what)
+
+
 def ids(config: RunnableConfig) -> tuple[str, str | None, str | None]:
     """thread_id, checkpoint_ns (None when absent) and checkpoint_id of a config."""
     conf = config.get("configurable") if isinstance(config, Mapping) else None
@@ -32,8 +66,8 @@ def ids(config: RunnableConfig) -> tuple[str, str | None, str | None]:
     ns = conf.get("checkpoint_ns")
     if ns is not None and not isinstance(ns, str):
         raise InvalidInput(f"checkpoint_ns must be str, got {ns!r}")
-    cid = conf.get("checkpoint_id")
-    return str(conf["thread_id"]), ns, (str(cid) if cid else None)
+    thread_id = one_id(conf["thread_id"], "config['configurable']['thread_id']")
+    return thread_id, ns, _checkpoint_id(conf.get("checkpoint_id"), "config['configurable']['checkpoint_id']")
 
 
 def before_id(before: Any) -> str | None:
@@ -45,10 +79,7 @@ def before_id(before: Any) -> str | None:
         raise InvalidInput(
             f"before must be a config such as {{'configurable': {{'checkpoint_id': ...}}}}, got {before!r}"
         )
-    cid = conf.get("checkpoint_id")
-    if cid is not None and not isinstance(cid, str):
-        raise InvalidInput(f"before's checkpoint_id must be str, got {cid!r}")
-    return cid or None
+    return _checkpoint_id(conf.get("checkpoint_id"), "before's checkpoint_id")
 
 
 def _mapping(value: Any, what: str, *, none_ok: bool = False) -> Mapping[str, Any]:
@@ -96,7 +127,7 @@ def snapshot(
         versions=versions,
         values=to_write,
         keep_existing=not new_versions,
-        run_id=None if run_id is None else str(run_id),
+        run_id=None if run_id is None else one_id(run_id, "metadata['run_id']"),
         delta_channels=tuple(md.get("counters_since_delta_snapshot") or ()),
         all_values=values,
     )

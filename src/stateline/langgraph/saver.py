@@ -102,27 +102,8 @@ class _Settings(TypedDict):
     durability_timeout_ms: int
 
 
-def _one_id(value: Any, what: str) -> str:
-    """One thread or run id (str, or an int/UUID LangGraph turns into one); a collection
-    of ids where one is expected is refused rather than stringified."""
-    if (
-        value is None
-        or isinstance(value, (bytes, bytearray, Mapping))
-        or (not isinstance(value, str) and isinstance(value, Iterable))
-    ):
-        raise InvalidInput(f"{what} must be one id (a str), got {type(value).__name__}: {value!r}")
-    return str(value)
-
-
-def _many_ids(values: Any, what: str) -> list[str]:
-    """A sequence of ids: a bare str would be iterated character by character."""
-    if isinstance(values, (str, bytes, bytearray)):
-        raise InvalidInput(
-            f"{what} must be a sequence of ids, got the single {type(values).__name__} {values!r}: wrap it in a list"
-        )
-    if isinstance(values, Mapping) or not isinstance(values, Iterable):
-        raise InvalidInput(f"{what} must be a sequence of ids, got {type(values).__name__}: {values!r}")
-    return [_one_id(v, f"each of {what}") for v in values]
+_one_id = cv.one_id  # (the id rule lives with the other conversions)
+_many_ids = cv.many_ids
 
 
 class RedisSaver(BaseCheckpointSaver[str]):
