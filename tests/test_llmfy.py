@@ -338,3 +338,38 @@ def test_the_module_exports_llmfys_names() -> None:
     assert {"REDIS_AVAILABLE", "RedisCheckpointer", "BaseCheckpointer", "Checkpoint", "CheckpointMetadata"} <= set(
         dropin.__all__
     )
+
+
+async def test_the_guides_carry_over_script_moves_llmfys_sessions(url: str, prefix: str) -> None:
+    """docs/porting-from-llmfy.md's script, as printed there (with its imports)."""
+    import re
+
+    import redis.asyncio as aredis
+    from llmfy.flow_engine.checkpointer import RedisCheckpointer as Old
+
+    from stateline.llmfy import RedisCheckpointer as New
+
+    async def carry_over(url: str, prefix: str = "llmfy_checkpoint:") -> None:
+        old, new, r = Old(url, prefix), New(url, prefix), aredis.from_url(url, decode_responses=True)
+        async for key in r.scan_iter(match=f"{prefix}session:*"):
+            session = key[len(prefix) + len("session:") :]
+            if re.search(r":run:[0-9a-f]{8}-[0-9a-f-]{27}$", session):  # llmfy 0.11's per-run indexes
+                continue
+            for cp in reversed(await old.list(session, limit=await r.zcard(key))):
+                await new.save(cp)
+        await old.close()
+        await new.close()
+        await r.aclose()
+
+    theirs_cp = llmfy_flow.checkpointer("llmfy", url, prefix)
+    engine = llmfy_flow.flow(theirs_cp)
+    for session in ("a", "b:run:x"):
+        await engine.invoke(llmfy_flow.user("hello"), session_id=session)
+        await engine.invoke(llmfy_flow.user("again"), session_id=session)
+    await carry_over(url, prefix)
+    async with RedisCheckpointer(url, prefix) as moved:
+        assert sorted(await moved.list_sessions()) == ["a", "b:run:x"]
+        for session in ("a", "b:run:x"):
+            before = [c.to_dict() for c in await theirs_cp.list(session, 100)]
+            assert [c.to_dict() for c in await moved.list(session, 100)] == before
+    await theirs_cp.close()
