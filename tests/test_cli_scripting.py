@@ -212,12 +212,17 @@ def test_prune_shows_what_would_go_and_acts_only_when_confirmed(url: str, prefix
     assert "5 checkpoint(s) of 2 thread(s) would go" in table
     assert count(LONG) == 6 and count("paused") == 3
     assert run(url, prefix, "prune", "--keep", "2", "--dry-run").exit_code == 0
+    preview = json.loads(ok(url, prefix, "prune", "--keep", "2", "--dry-run", "--json"))
+    assert preview["would_go"] == 5 and not preview["pruned"]
+    assert {t["thread_id"]: t["would_go"] for t in preview["threads"]} == {LONG: 4, "paused": 1}
     assert count(LONG) == 6
     result = run(url, prefix, "prune", LONG, "--keep", "2", input="y\n")
     assert result.exit_code == 0 and "pruned 1 thread(s)" in result.stdout
     assert count(LONG) == 2 and count("paused") == 3
     result = run(url, prefix, "prune", "--keep", "3", "-y")
     assert result.exit_code == 0 and "nothing to prune" in result.stdout
+    done = json.loads(ok(url, prefix, "prune", "paused", "--keep", "1", "-y", "--json"))
+    assert done["pruned"] and done["would_go"] == 2 and count("paused") == 1
     result = run(url, prefix, "prune", "nope", "-y")
     assert result.exit_code == 3 and "no thread 'nope'" in result.stderr
 

@@ -144,6 +144,19 @@ def test_threads_page_lists_searches_and_shows_sizes(page: Any, writable: str) -
     page.wait_for_selector("#no-threads")
 
 
+def test_threads_come_a_page_at_a_time(page: Any, writable: str) -> None:
+    page.goto(writable + "/#/?limit=1")
+    page.wait_for_selector("tr.thread")
+    seen = [page.locator("tr.thread").get_attribute("data-thread")]
+    assert page.locator("tr.thread").count() == 1 and page.locator("#first").count() == 0
+    page.click("#next")
+    page.wait_for_function(f"document.querySelector('tr.thread')?.dataset.thread !== {seen[0]!r}")
+    seen.append(page.locator("tr.thread").get_attribute("data-thread"))
+    assert sorted(seen) == ["another-trip", THREAD]
+    page.click("#first")
+    page.wait_for_function(f"document.querySelector('tr.thread')?.dataset.thread === {seen[0]!r}")
+
+
 def test_the_tree_shows_both_branches_and_the_subgraph_namespaces(
     page: Any, writable: str, made: tuple[RedisSaver, dict[str, Any]]
 ) -> None:

@@ -124,6 +124,21 @@ def _changed(ch: str, old: Any, new: Any, inner: list[dict[str, Any]], most: int
         _say(f"    ... {len(inner) - most} more (--json shows all)")
 
 
+def _would_go(saver: RedisSaver, targets: Sequence[str], keep: int) -> list[tuple[str, int, int]]:
+    """(thread, checkpoints, how many a prune to ``keep`` per namespace drops) of each
+    thread that has some to drop: counted, nothing read."""
+    going = []
+    with _progress() as bar:
+        task = bar.add_task("counting checkpoints", total=len(targets))
+        for chunk in _chunks(targets):
+            for t, counts in zip(chunk, saver.checkpoint_counts(chunk), strict=True):
+                n = sum(max(0, c - keep) for c in counts.values())
+                if n:
+                    going.append((t, sum(counts.values()), n))
+            bar.advance(task, len(chunk))
+    return going
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def threads(
@@ -265,6 +280,7 @@ def register(app: typer.Typer) -> None:
         keep: int = typer.Option(1, "--keep", min=1, help="Checkpoints to keep per namespace."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would go."),
         yes: bool = YES,
+        as_json: bool = JSON,
         url: Optional[str] = URL,  # noqa: UP045
         prefix: str = PREFIX,
         data_dir: Optional[str] = DATA_DIR,  # noqa: UP045
@@ -279,34 +295,32 @@ def register(app: typer.Typer) -> None:
             targets = [s.thread_id for s in found]
         else:
             targets = _all_threads(saver, "listing threads")
-        going: list[tuple[str, int, int]] = []
-        with _progress() as bar:
-            task = bar.add_task("counting checkpoints", total=len(targets))
-            for chunk in _chunks(targets):
-                for t, counts in zip(chunk, saver.checkpoint_counts(chunk), strict=True):
-                    n = sum(max(0, c - keep) for c in counts.values())
-                    if n:
-                        going.append((t, sum(counts.values()), n))
-                bar.advance(task, len(chunk))
-        if not going:
-            typer.echo(f"nothing to prune: no namespace holds more than {keep} checkpoint(s)")
-            return
-        typer.echo(r.table(("thread_id", "checkpoints", "would go"), going))
+        going = _would_go(saver, targets, keep)
         total = sum(n for _t, _c, n in going)
-        typer.echo(
-            f"{total} checkpoint(s) of {len(going)} thread(s) would go, with their writes and the values only they "
-            "use (fewer where a DeltaChannel value needs its ancestors)"
-        )
-        if dry_run:
-            return
-        if not yes:
-            typer.confirm(f"prune {len(going)} thread(s) to {keep} checkpoint(s) per namespace?", abort=True, err=True)
-        with _progress() as bar:
-            task = bar.add_task("pruning", total=len(going))
-            for t, _c, _n in going:
-                saver.prune([t], keep_last=keep)
-                bar.advance(task)
-        typer.echo(f"pruned {len(going)} thread(s)")
+        if as_json:
+            rows = [{"thread_id": t, "checkpoints": c, "would_go": n} for t, c, n in going]
+            report = {"keep": keep, "threads": rows, "would_go": total, "pruned": False}
+        elif not going:
+            typer.echo(f"nothing to prune: no namespace holds more than {keep} checkpoint(s)")
+        else:
+            typer.echo(r.table(("thread_id", "checkpoints", "would go"), going))
+            typer.echo(
+                f"{total} checkpoint(s) of {len(going)} thread(s) would go, with their writes and the values only "
+                "they use (fewer where a DeltaChannel value needs its ancestors)"
+            )
+        if going and not dry_run:
+            if not yes:
+                question = f"prune {len(going)} thread(s) to {keep} checkpoint(s) per namespace?"
+                typer.confirm(question, abort=True, err=True)
+            with _progress() as bar:
+                task = bar.add_task("pruning", total=len(going))
+                for t, _c, _n in going:
+                    saver.prune([t], keep_last=keep)
+                    bar.advance(task)
+            if not as_json:
+                typer.echo(f"pruned {len(going)} thread(s)")
+        if as_json:
+            _print_json({**report, "pruned": bool(going) and not dry_run})
 
     @app.command()
     def delete(

@@ -105,9 +105,10 @@ function writeActions(thread) {
 async function threadsView(params) {
   const q = params.get("q") || "";
   const cursor = params.get("cursor") || "";
-  const data = await api("/api/threads", { q, cursor });
+  const limit = params.get("limit") || "25";
+  const data = await api("/api/threads", { q, cursor, limit });
   const search = h("input", { type: "search", id: "search", placeholder: "thread id contains…", value: q });
-  const go = () => { location.hash = "#/?" + new URLSearchParams({ q: search.value }); };
+  const go = () => { location.hash = "#/?" + new URLSearchParams({ q: search.value, limit }); };
   search.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
   const rows = data.threads.map((t) => h("tr.thread", { dataset: { thread: t.thread_id } },
     h("td.id", {}, h("a", { href: "#/thread/" + enc(t.thread_id) }, t.thread_id)),
@@ -115,8 +116,8 @@ async function threadsView(params) {
     h("td", {}, when(t.updated)), h("td.num.size", {}, t.size), h("td", {}, ttl(t.ttl_ms)),
     h("td", {}, ...writeActions(t.thread_id))));
   const pager = h("div.toolbar", {},
-    cursor ? h("a", { href: "#/?" + new URLSearchParams({ q }), id: "first" }, "← first page") : null,
-    data.next ? h("a", { href: "#/?" + new URLSearchParams({ q, cursor: data.next }), id: "next" }, "next page →") : null);
+    cursor ? h("a", { href: "#/?" + new URLSearchParams({ q, limit }), id: "first" }, "← first page") : null,
+    data.next ? h("a", { href: "#/?" + new URLSearchParams({ q, limit, cursor: data.next }), id: "next" }, "next page →") : null);
   show(
     h("h2", {}, "Threads"),
     h("div.toolbar", {}, search, h("button", { onclick: go, id: "search-go" }, "Search")),
