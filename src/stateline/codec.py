@@ -277,7 +277,7 @@ class ValueCodec:
                 flags |= code
                 if dict_id:
                     extra = bytes([dict_id])
-        if self.encryption is not None:  # (its tag authenticates the envelope: no CRC)
+        if self.encryption is not None and self.encryption.encrypts:  # (its tag authenticates it: no CRC)
             kid = self.encryption.kid
             header = bytes([FORMAT, (flags & ~_CRC) | _AESGCM]) + extra + bytes([len(kid)]) + kid + os.urandom(12)
             return header + self.encryption.encrypt_with(header[-12:], plain, header + where)

@@ -38,11 +38,20 @@ class Encryption:
     ``keys``: key id (1-64 ASCII characters) -> key bytes (16, 24 or 32). ``primary``: the id
     new values are encrypted with (default: the last one given). ``digest_key``: the key of
     list items' digests (default: derived from the primary key; a new primary then names
-    items anew, so each thread's next put stores its list once more)."""
+    items anew, so each thread's next put stores its list once more). ``encrypt=False``:
+    the keys only read what was written with them, new values are stored in plaintext (how
+    encryption is turned off without losing what it sealed)."""
 
-    __slots__ = ("primary", "kid", "_ciphers", "digest_key")
+    __slots__ = ("primary", "kid", "_ciphers", "digest_key", "encrypts")
 
-    def __init__(self, keys: Mapping[str, bytes], primary: str | None = None, *, digest_key: bytes | None = None):
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        primary: str | None = None,
+        *,
+        digest_key: bytes | None = None,
+        encrypt: bool = True,
+    ):
         if not isinstance(keys, Mapping) or not keys:
             raise InvalidInput("Encryption needs keys: a mapping of key id to key bytes")
         aesgcm = _aesgcm()
@@ -64,6 +73,7 @@ class Encryption:
         if not isinstance(digest_key, (bytes, bytearray)) or not 16 <= len(digest_key) <= 64:
             raise InvalidInput("digest_key must be 16 to 64 bytes")
         self.digest_key = bytes(digest_key)
+        self.encrypts = bool(encrypt)
 
     def __repr__(self) -> str:  # never the keys
         return f"Encryption(keys={sorted(k.decode() for k in self._ciphers)}, primary={self.primary!r})"
