@@ -103,7 +103,9 @@ def test_keys_rotate_and_old_data_still_reads(url: str, prefix: str, client: red
     assert len(list(rotated.list({"configurable": {"thread_id": "t"}}))) == 4 * 5  # every checkpoint reads
     ITEMS.drop(lambda k: True)
     with pytest.raises(StoredDataError, match="'k1'"):  # (the older checkpoints hold items sealed with k1)
-        list(RedisSaver(url, prefix=prefix, encryption=Encryption({"k2": K2})).list({"configurable": {"thread_id": "t"}}))
+        list(
+            RedisSaver(url, prefix=prefix, encryption=Encryption({"k2": K2})).list({"configurable": {"thread_id": "t"}})
+        )
 
 
 def test_an_encrypted_chat_keeps_each_message_once(url: str, prefix: str, client: redis.Redis) -> None:
