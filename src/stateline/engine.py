@@ -132,7 +132,7 @@ class Engine:
         items: dict[bytes, bytes] = {}  # items to send
         sent_at = self.discovery.now()
         index = self.discovery.entry(snap.thread_id, snap.run_id)
-        known = set(self._known.of(keys.data))
+        known: set[bytes] | frozenset[bytes] = self._known.of(keys.data)  # (read only: not copied)
         probing = not known  # a thread this process has not seen: it may hold most items already
         for _attempt in range(5):
             value_args, elements, lists = self._value_args(snap, keys, ns, values, fields, stale)
