@@ -44,12 +44,12 @@ class Config:
     conc_steps: int = 3
     conc_timeout_s: float = 120.0
     micro_backends: tuple[str, ...] = (
-        "floor", "floor-async", "stateline", "stateline-shallow", "stateline-async", "stateline-shallow-async",
-        "lcr", "lcr-shallow", "inmemory", "sqlite",
+        "floor", "floor-async", "stateline", "stateline-plain", "stateline-encrypted", "stateline-shallow",
+        "stateline-async", "stateline-shallow-async", "lcr", "lcr-shallow", "inmemory", "sqlite",
     )  # fmt: skip
     agent_backends: tuple[str, ...] = (
-        "stateline", "stateline-shallow", "stateline-async", "stateline-shallow-async",
-        "lcr", "lcr-shallow", "inmemory", "sqlite",
+        "stateline", "stateline-plain", "stateline-encrypted", "stateline-shallow", "stateline-async",
+        "stateline-shallow-async", "lcr", "lcr-shallow", "inmemory", "sqlite",
     )  # fmt: skip
     conc_backends: tuple[str, ...] = (
         "floor-async", "stateline-async", "stateline-shallow-async", "lcr-async", "lcr-shallow-async",

@@ -162,6 +162,15 @@ class Backend:
 
             cls = ShallowRedisSaver if self.shallow else RedisSaver
             return cls(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:")
+        if k in ("stateline-plain", "stateline-encrypted"):
+            from stateline import Encryption
+            from stateline.langgraph import RedisSaver
+
+            # (the cost of each setting: compression is the default; a fixed key, it is a benchmark)
+            settings: dict[str, Any] = (
+                {"compression": False} if k == "stateline-plain" else {"encryption": Encryption({"bench": b"k" * 32})}
+            )
+            return RedisSaver(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:", **settings)
         if k in ("lcr", "lcr-shallow"):
             from langgraph.checkpoint.redis import RedisSaver as PeerSaver
             from langgraph.checkpoint.redis import ShallowRedisSaver as PeerShallowSaver
@@ -267,6 +276,8 @@ BACKENDS: dict[str, Backend] = {
     b.key: b
     for b in (
         Backend("stateline", "stateline RedisSaver", "stateline", server="plain"),
+        Backend("stateline-plain", "stateline RedisSaver, compression off", "stateline", server="plain"),
+        Backend("stateline-encrypted", "stateline RedisSaver, compressed and encrypted", "stateline", server="plain"),
         Backend("stateline-shallow", "stateline ShallowRedisSaver", "stateline", shallow=True, server="plain"),
         Backend("stateline-async", "stateline AsyncRedisSaver", "stateline", is_async=True, server="plain"),
         Backend(

@@ -31,6 +31,8 @@ PEERS = ("lcr", "lcr-shallow", "inmemory", "sqlite")
 PEER_LABEL = {"lcr": "×lcr", "lcr-shallow": "×lcr-shallow", "inmemory": "×InMemory", "sqlite": "×Sqlite"}
 SHORT = {
     "stateline": "stateline",
+    "stateline-plain": "stateline, compression off",
+    "stateline-encrypted": "stateline, encrypted",
     "stateline-shallow": "stateline shallow",
     "stateline-async": "stateline async",
     "stateline-shallow-async": "stateline shallow async",
@@ -373,6 +375,8 @@ def chart(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     style = {
         "stateline": ("tab:blue", "-"),
+        "stateline-plain": ("tab:olive", "-"),
+        "stateline-encrypted": ("tab:orange", "-"),
         "stateline-shallow": ("tab:blue", "--"),
         "stateline-async": ("tab:cyan", "-"),
         "stateline-shallow-async": ("tab:cyan", "--"),
