@@ -318,3 +318,19 @@ def test_a_fork_of_a_long_list_shares_its_prefix_and_frees_only_its_own_items(ur
     assert len([f for f in fields if f.startswith(b"e:")]) == len(fork.messages)
     _check_counts(fields)
     assert [m.content for m in fork.read()] == [m.content for m in fork.messages]
+
+
+def test_a_filter_reads_whole_only_what_it_keeps_and_each_right(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    chat = Chat(saver, thread_id="filtered")
+    lengths = []
+    for i in range(150):
+        chat.put(run_id=f"run-{i % 3}")
+        lengths.append(len(chat.messages))
+    config = {"configurable": {"thread_id": "filtered"}}
+    got = list(saver.list(config, filter={"run_id": "run-1"}))  # 50 matches, read together per page
+    assert [len(t.checkpoint["channel_values"]["messages"]) for t in got] == lengths[1::3][::-1]
+    assert [m.content for m in got[0].checkpoint["channel_values"]["messages"]] == [
+        m.content for m in chat.messages[: lengths[-2]]
+    ]
+    assert [t.metadata["step"] for t in saver.list(config, filter={"step": 7}, limit=1)] == [7]

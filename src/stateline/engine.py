@@ -420,7 +420,11 @@ class Engine:
                     return None
                 found.update(self._opened(keys, chunk, got))
             self._store.add((scope + d, found[d]) for d in todo)
-        found[b"logs"] = {_text(logs[i]): logs[i + 1] for i in range(0, len(logs), 2)}  # type: ignore[assignment]
+        longest: dict[str, bytes] = {}  # (replies read together may name one log at two lengths)
+        for i in range(0, len(logs), 2):
+            if len(logs[i + 1]) > len(longest.get(_text(logs[i]), b"")):
+                longest[_text(logs[i])] = logs[i + 1]
+        found[b"logs"] = longest  # type: ignore[assignment]
         return found
 
     def _opened(self, keys: ThreadKeys, digests: Sequence[bytes], stored: Sequence[bytes | None]) -> dict[bytes, bytes]:
@@ -495,17 +499,27 @@ class Engine:
         """The checkpoints of a page of bare records that ``select`` accepts (at most
         ``most``), read whole in one pipelined round trip."""
         chosen = []
-        for ns_e, cid_e, raw in entries:
-            if select(self.bare(thread_id, [ns_e, cid_e, raw])):
-                chosen.append((dec(ns_e), dec(cid_e)))
+        for ns_e, cid_e, raw in entries:  # (the metadata alone decides: the header is not read)
+            if select(self._stored(thread_id, [ns_e, cid_e, raw, None, []], {}, header=False)):
+                chosen.append((ns_e, cid_e))
                 if most is not None and len(chosen) >= most:
                     break
-        out = []
-        for ns, cid in chosen:  # (usually one: list(filter=..., limit=1))
-            stored = yield from self.get(thread_id, ns, cid)
-            if stored is not None:
-                out.append(stored)
-        return out
+        if not chosen:
+            return []
+        keys = self.keys(thread_id)
+        calls = [Call(SCRIPTS.get, keys.all, (ns, cid, self.refresh_ms, INLINE_ITEMS)) for ns, cid in chosen]
+        replies = (yield Batch(tuple(calls))) if len(calls) > 1 else [(yield calls[0])]
+        found = [r for r in replies if r is not None]  # (a checkpoint deleted meanwhile: not listed)
+        logs = [x for r in found for x in r[1]]
+        items = yield from self._fetch(keys, logs, [r[0][4] for r in found], [x for r in found for x in r[2]])
+        if items is None:  # an item went meanwhile: read them one by one, as get does
+            out = []
+            for ns, cid in chosen:
+                stored = yield from self.get(thread_id, dec(ns), dec(cid))
+                if stored is not None:
+                    out.append(stored)
+            return out
+        return [self._stored(thread_id, r[0], items) for r in found]
 
     def threads(self, limit: int | None = None) -> Plan[builtins.list[str]]:
         """Thread ids from the discovery index (at most ``limit``), sorted, dropping entries
@@ -791,7 +805,9 @@ class Engine:
         ns_e, cid_e, raw = entry[:3]
         return self._stored(thread_id, [ns_e, cid_e, raw, None, []], {})
 
-    def _stored(self, thread_id: str, entry: builtins.list[Any], items: dict[bytes, Any]) -> Stored:
+    def _stored(
+        self, thread_id: str, entry: builtins.list[Any], items: dict[bytes, Any], *, header: bool = True
+    ) -> Stored:
         ns_e, cid_e, raw, values, writes = entry
         ns_e, cid_e = _text(ns_e), _text(cid_e)
         where = place(thread_id, f"c:{ns_e}:{cid_e}")
@@ -800,7 +816,7 @@ class Engine:
         if not (isinstance(body, list) and len(body) == 4 and all(isinstance(x, str) for x in body[::2])):
             raise StoredDataError(f"{describe(where)} is damaged: its body is not [type, checkpoint, type, metadata]")
         h_typ, h_data, m_typ, m_data = body
-        header = self.codec.loads(h_typ, h_data, where)
+        checkpoint = self.codec.loads(h_typ, h_data, where) if header else {}
         metadata = self.codec.loads(m_typ, m_data, where)
         channel_values = {}
         if values is not None and len(values) != len(index[2]):
@@ -822,7 +838,7 @@ class Engine:
             checkpoint_id=dec(cid_e),
             parent_id=dec(index[1]) if index[1] else None,
             alias=dec(index[5]) if index[5] else None,
-            header=header,
+            header=checkpoint,
             metadata=metadata,
             values=channel_values,
             writes=self._writes(writes, items, thread_id, ns_e, cid_e),
