@@ -4,8 +4,9 @@
 --     c:<ns>:<cid>           checkpoint record
 --     b:<ns>:<ch>:<ver>      channel value: 'v<bytes>', or 'L<n>:<log>[|<kind>]' (a list: the
 --                            first n digests of a log)
---     l:<ns>:<ch>:<id>       log header: its length in digests; its digests (16 bytes each)
---                            are in chunks '<log>#<j>' of CHUNK digests, appended in place
+--     l:<ns>:<ch>:<id>       log header: its length in digests, and for a fork the log it
+--                            shares a prefix with ('<len> <base> <n>'); its own digests (16
+--                            bytes each) are in chunks '<log>#<j>' of CHUNK, appended in place
 --     t:<ns>:<ch>            the id of the channel's newest log (the one a full list extends)
 --     e:<digest>             a list item
 --     w:<ns>:<cid>:<task>:<idx>  pending write: a record, or 'W<n>:<digests><record>'
