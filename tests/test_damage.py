@@ -141,3 +141,12 @@ def test_a_frame_declaring_more_than_the_limit_is_refused_before_decompressing(
     client.hset(key, field, b"v" + envelope + zlib.crc32(envelope).to_bytes(4, "big"))
     with pytest.raises(StoredDataError, match="over the limit"):
         saver.get_tuple(cfg)
+
+
+def test_one_read_decodes_at_most_max_read_bytes(url: str, prefix: str) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    cfg = _put(saver, "long", "c1", None, {"msgs": [f"item {i} " + "x" * 200 for i in range(100)]}, 1)
+    saver.engine.codec.max_read_bytes = 10_000  # (a planted log of millions of items, in small)
+    ITEMS.drop(lambda k: True)
+    with pytest.raises(StoredDataError, match="thread 'long': one read decodes more than 10000 bytes"):
+        saver.get_tuple(cfg)

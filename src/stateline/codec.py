@@ -35,7 +35,9 @@ from typing import Any, Protocol
 
 import ormsgpack
 
+from .compression import decompress
 from .errors import InvalidInput, SerializationError, StoredDataError
+from .keys import describe_place
 
 __all__ = [
     "Serde", "ValueCodec", "FORMAT", "PLAIN_DATA", "FINGERPRINT_PLAIN", "FINGERPRINT_PYDANTIC",
@@ -44,6 +46,7 @@ __all__ = [
 
 FORMAT = 1
 MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
+MAX_READ_BYTES = 1024 * 1024 * 1024  # what one read may decode (list items), whatever is stored
 
 # ormsgpack options that pack plain data natively and hand every other type to `default`:
 # stateline's Serde (serde.py), and list item fingerprints (elements.ItemCache, where
@@ -190,10 +193,11 @@ class ValueCodec:
     ``encryption``: a ``crypto.Encryption`` (None: off). ``serde_cipher``: the cipher of an
     EncryptedSerializer whose inner serde is ``serde``. ``digest_key``: list items are named
     by a keyed digest (the encryption's own unless given). ``max_bytes``: the largest value
-    written, and read back (decompression included)."""
+    written, and read back (decompression included); ``max_read_bytes``: the most one read
+    decodes (MAX_READ_BYTES)."""
 
     __slots__ = (
-        "serde", "max_bytes", "fingerprint", "compression", "encryption", "serde_cipher",
+        "serde", "max_bytes", "max_read_bytes", "fingerprint", "compression", "encryption", "serde_cipher",
         "digest", "digest_id", "_sealed",
     )  # fmt: skip
 
@@ -212,6 +216,7 @@ class ValueCodec:
             raise InvalidInput("pass encryption= or an EncryptedSerializer, not both")
         self.serde = serde
         self.max_bytes = max_bytes
+        self.max_read_bytes = max(MAX_READ_BYTES, max_bytes)
         self.fingerprint = fingerprint
         self.compression = compression
         self.encryption = encryption
@@ -348,8 +353,6 @@ class ValueCodec:
         else:
             payload = stored[pos:]
         if compression:
-            from .compression import decompress
-
             return decompress(payload, dict_id, self.max_bytes)
         if len(payload) > self.max_bytes:
             raise StoredDataError(f"the value is {len(payload)} bytes, over the limit of {self.max_bytes}")
@@ -400,6 +403,4 @@ def _text_of(typ: bytes, where: bytes) -> str:
 
 
 def describe(where: bytes) -> str:
-    from .keys import describe_place
-
     return describe_place(where) if where else "a stored value"

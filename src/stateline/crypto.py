@@ -3,7 +3,8 @@
 ``Encryption(keys={"2026-01": key1, "2026-06": key2}, primary="2026-06")`` encrypts new
 values with the primary key and reads values written with any key it holds, so a key is
 rotated by adding the new one as primary and dropping the old one once nothing written
-with it is left (``stateline stats`` counts values by key id). Every value is bound to where
+with it is left (each envelope names its key id in plaintext; a value is sealed anew when it
+changes, and ``copy_thread_to`` seals a whole thread anew). Every value is bound to where
 it is stored (the thread, and the field: namespace, checkpoint, channel and version, task
 and index, or the item's digest) as associated data: a value copied to another thread or
 field fails to decrypt, as does a tampered one.

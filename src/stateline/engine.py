@@ -43,6 +43,9 @@ COPY_STEP = 256
 # A put from a process that has not seen the thread sends more than this many bytes of
 # list items only after the server named those it lacks (one round trip more).
 PROBE_BYTES = 64 * 1024
+# The most list items one read may refer to (a bound on what planted data can make a read
+# fetch; a real 1,000-turn chat refers to 4,000).
+READ_ITEMS = 1_000_000
 
 
 def _replay_order(w: Write) -> tuple[str, str, int]:
@@ -411,14 +414,27 @@ class Engine:
                         wanted[d] = None
                     else:
                         found[d] = cached
+        if len(found) + len(wanted) > READ_ITEMS:
+            raise StoredDataError(
+                f"thread {keys.thread_id!r}: one read refers to {len(found) + len(wanted)} list items, over the "
+                f"limit of {READ_ITEMS} (damaged or planted data?)"
+            )
         if wanted:
             todo = list(wanted)
             chunks = [todo[i : i + FETCH_ITEMS] for i in range(0, len(todo), FETCH_ITEMS)]
             replies = yield Batch(tuple(Command(("HMGET", keys.data, *(b"e:" + d for d in c))) for c in chunks))
+            decoded = sum(map(len, found.values()))
             for chunk, got in zip(chunks, replies, strict=True):
                 if any(data is None for data in got):
                     return None
-                found.update(self._opened(keys, chunk, got))
+                opened = self._opened(keys, chunk, got)
+                decoded += sum(map(len, opened.values()))
+                if decoded > self.codec.max_read_bytes:
+                    raise StoredDataError(
+                        f"thread {keys.thread_id!r}: one read decodes more than {self.codec.max_read_bytes} bytes "
+                        "of list items (damaged or planted data?)"
+                    )
+                found.update(opened)
             self._store.add((scope + d, found[d]) for d in todo)
         longest: dict[str, bytes] = {}  # (replies read together may name one log at two lengths)
         for i in range(0, len(logs), 2):
