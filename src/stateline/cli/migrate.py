@@ -15,6 +15,7 @@ from ..errors import InvalidInput
 from ..langgraph import RedisSaver
 from ..urls import redact
 
+DATA_DIR = typer.Option(None, "--data-dir", envvar="STATELINE_DATA_DIR", help="Embedded server data directory.")
 THREADS = typer.Option(None, "--thread", "-t", help="Only this thread (repeat for more; default: every thread).")
 
 err = Console(stderr=True)
@@ -53,7 +54,7 @@ def _print_summary(summary: dict[str, object], title: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def migrate(
-        source: str = typer.Option(..., "--from", help="The saver to read: see `stateline migrate --help`."),
+        source: str = typer.Option(..., "--from", help="The saver to read (the kinds are listed above)."),
         from_prefix: str = typer.Option("stateline:", "--from-prefix", help="Key prefix of a stateline source."),
         to: Optional[str] = typer.Option(  # noqa: UP045 - typer reads the annotation at runtime
             None, "--to", envvar="STATELINE_URL", help="Destination server URL (default: the embedded server)."
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
         to_prefix: str = typer.Option(
             "stateline:", "--to-prefix", envvar="STATELINE_PREFIX", help="Destination key prefix."
         ),
-        data_dir: Optional[str] = typer.Option(None, "--data-dir", envvar="STATELINE_DATA_DIR"),  # noqa: UP045
+        data_dir: Optional[str] = DATA_DIR,  # noqa: UP045
         threads: Optional[list[str]] = THREADS,  # noqa: UP045
         dry_run: bool = typer.Option(False, "--dry-run", help="Count what would move, write nothing."),
         as_json: bool = typer.Option(False, "--json", help="The counts as JSON on stdout."),
