@@ -221,6 +221,25 @@ def test_a_source_that_cannot_be_reached_is_one_line_without_its_password(url: s
     assert "hunter2" not in failed.output
 
 
+@pytest.mark.parametrize("thread", ["plain", "with space", "a:b{c}|d", "", "ünï ☃"])
+@pytest.mark.parametrize("ns", ["", "sub:1 2", "ç|"])
+def test_a_mark_keeps_any_id(thread: str, ns: str) -> None:
+    mark = mg.Mark(12, ("1ef-" + thread, ns))
+    assert mg.Mark.parse(mark.text().encode()) == mark
+    assert mg.Mark.parse(mg.Mark(0, ("", "")).text()) == mg.Mark(0, ("", ""))
+
+
+def test_sqlite_sources_are_spelled_several_ways(tmp_path: Path) -> None:
+    from stateline.sources import _sqlite_path
+
+    assert [mg.source_kind(s) for s in ("sqlite:///a/b.db", "sqlite:x", "b.sqlite", "lcr+redis://h", "redis://h")] == [
+        "sqlite", "sqlite", "sqlite", "lcr", "stateline"
+    ]  # fmt: skip
+    assert [_sqlite_path(s) for s in ("sqlite:///a/b.db", "sqlite://rel.db", "sqlite:x.db", "y.db")] == [
+        "/a/b.db", "rel.db", "x.db", "y.db"
+    ]  # fmt: skip
+
+
 # -- 10,000 checkpoints, killed halfway ------------------------------------------------------------
 
 THREADS, PER_THREAD = 100, 100

@@ -57,7 +57,9 @@ def source_kind(spec: str) -> str:
         return "postgres"
     if scheme in ("lcr+redis", "lcr+rediss"):
         return "lcr"
-    if scheme == "sqlite" or (not scheme and (spec.endswith((".db", ".sqlite", ".sqlite3")) or os.path.isfile(spec))):
+    if scheme == "sqlite" or spec.lower().startswith("sqlite:"):
+        return "sqlite"
+    if not scheme and (spec.endswith((".db", ".sqlite", ".sqlite3")) or os.path.isfile(spec)):
         return "sqlite"
     if scheme.startswith(("redis", "rediss", "unix", "valkey")):
         return "stateline"
@@ -68,13 +70,21 @@ def _needs(package: str, extra: str) -> InvalidInput:
     return InvalidInput(f"reading this source needs {package}: pip install 'stateline[{extra}]'")
 
 
+def _sqlite_path(spec: str) -> str:
+    """sqlite:///abs/path, sqlite://rel/path, sqlite:path or a bare path."""
+    for lead in ("sqlite://", "sqlite:"):
+        if spec.lower().startswith(lead):
+            return spec[len(lead) :]
+    return spec
+
+
 @contextmanager
 def _sqlite(spec: Any, prefix: str, data_dir: str | None) -> Iterator[Any]:
     try:
         from langgraph.checkpoint.sqlite import SqliteSaver
     except ImportError:
         raise _needs("langgraph-checkpoint-sqlite", "migrate") from None
-    path = spec[len("sqlite://") :] if spec.lower().startswith("sqlite://") else spec
+    path = _sqlite_path(spec)
     if not os.path.isfile(path):  # sqlite3 would create an empty database
         raise InvalidInput(f"no SQLite file at {path!r}")
     conn = sqlite3.connect(path, check_same_thread=False)
