@@ -127,6 +127,10 @@ def test_module_names_and_defaults() -> None:
     assert (positional.redis_url, positional.prefix, positional.ttl, positional.max_checkpoints_per_session) == (
         "redis://h:1/2", "app:", 30, 5,
     )  # fmt: skip
+    keywords = RedisCheckpointer(redis_url="redis://h:1/2", prefix="app:", ttl=30, max_checkpoints_per_session=5)
+    assert (keywords.redis_url, keywords.prefix, keywords.ttl, keywords.max_checkpoints_per_session) == (
+        "redis://h:1/2", "app:", 30, 5,
+    )  # fmt: skip
     with pytest.raises(InvalidInput, match="pass a URL"):
         RedisCheckpointer(None)
 
@@ -373,3 +377,8 @@ async def test_the_guides_carry_over_script_moves_llmfys_sessions(url: str, pref
             before = [c.to_dict() for c in await theirs_cp.list(session, 100)]
             assert [c.to_dict() for c in await moved.list(session, 100)] == before
     await theirs_cp.close()
+
+
+async def test_stateline_s_own_checkpointer_points_a_llmfy_checkpoint_to_the_drop_in() -> None:
+    with pytest.raises(InvalidInput, match="stateline.llmfy.RedisCheckpointer"):
+        await stateline.MemoryCheckpointer().save(Checkpoint(md11(), {}))  # type: ignore[arg-type]

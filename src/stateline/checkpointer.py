@@ -231,6 +231,13 @@ def _expected_head(cp: Checkpoint, new_session: bool) -> str | None:
     return cp.parent_id
 
 
+def _not_a_checkpoint(value: Any) -> InvalidInput:
+    hint = ""
+    if hasattr(value, "metadata") and hasattr(value, "state"):  # llmfy's Checkpoint(metadata, state)
+        hint = " (a llmfy checkpoint? stateline.llmfy.RedisCheckpointer takes llmfy's)"
+    return InvalidInput(f"save() takes a stateline.Checkpoint, got {type(value).__name__}{hint}")
+
+
 def _checkpoint_id(checkpoint_id: str | None, what: str = "checkpoint_id") -> str | None:
     """The seed API's id rule: session and checkpoint ids are str (a checkpoint id not
     empty); anything else is InvalidInput, never converted."""
@@ -366,7 +373,7 @@ class _RedisPlans:
 
     def _snapshot(self, cp: Checkpoint, new_session: bool) -> tuple[Snapshot, str | None]:
         if not isinstance(cp, Checkpoint):
-            raise InvalidInput(f"save() takes a stateline.Checkpoint, got {type(cp).__name__}")
+            raise _not_a_checkpoint(cp)
         expect = _expected_head(cp, new_session)
         codec = self._engine.codec
         # (keyed when encrypted: a version is stored in plaintext, in the value's field name)
@@ -530,7 +537,7 @@ class MemoryCheckpointer(BaseCheckpointer):
 
     async def save(self, checkpoint: Checkpoint, *, new_session: bool = False) -> None:
         if not isinstance(checkpoint, Checkpoint):
-            raise InvalidInput(f"save() takes a stateline.Checkpoint, got {type(checkpoint).__name__}")
+            raise _not_a_checkpoint(checkpoint)
         sid, cid = checkpoint.session_id, checkpoint.checkpoint_id
         expect = _expected_head(checkpoint, new_session)
         record = self._record(checkpoint)
