@@ -215,3 +215,24 @@ def test_without_opentelemetry_the_runner_runs_plain(api: str, url: str, prefix:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_migration_round_is_one_span_of_one_round_trip(otel: Telemetry, url: str, prefix: str) -> None:
+    from stateline import migrate as mg
+
+    source_prefix = "src" + prefix
+    with RedisSaver(url, prefix=source_prefix) as source:
+        for thread in ("a", "b", "c"):
+            config = root(thread)
+            for n in range(3):
+                config = source.put(config, checkpoint(n), {"step": n}, {"messages": n + 1, "note": n + 1})
+                source.put_writes(config, [("note", SECRET)], f"task-{n}")
+    with mg.open_source(url, prefix=source_prefix) as src, RedisSaver(url, prefix=prefix) as dest:
+        otel.spans.clear()
+        mg.migrate(src, dest, mg.survey(src, dest))
+    rounds = otel.finished(("migrate",))
+    assert len(rounds) == 3  # three checkpoints deep, the three threads side by side
+    for span in rounds:
+        assert span.attributes["stateline.round_trips"] == 1  # three puts and three writes, one pipeline
+        no_secret_in(span)
+    assert otel.finished(("migrate_mark",))

@@ -35,7 +35,7 @@ from langgraph.checkpoint.base import WRITES_IDX_MAP, CheckpointTuple
 from .errors import InvalidInput, StatelineError
 from .keys import Schema, dec, enc, kind_range
 from .langgraph import RedisSaver
-from .plan import Batch, Command, Plan, together
+from .plan import Batch, Command, Plan, named, together
 from .records import Write
 from .sources import Source, _config, open_source, source_kind
 
@@ -57,7 +57,8 @@ MARK_EVERY = 100  # checkpoints between two progress marks of a thread
 WIDTH = 32  # threads written side by side, one round trip per round
 _CHUNK = 500  # threads per pipelined look-up
 
-# -- what there is, and how far earlier runs got ---------------------------------------------------
+
+# -- what there is, and how far earlier runs got ---------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -233,7 +234,7 @@ class ThreadWriter:
 
     def write(self, t: CheckpointTuple) -> int:
         """Stores ``t`` and its pending writes (one round trip); returns how many writes."""
-        self.dest._run(together(self.plans(t)))
+        self.dest._run(named(together(self.plans(t)), "write_checkpoint"))
         return len(t.pending_writes or ())
 
     def plans(self, t: CheckpointTuple) -> list[Plan[Any]]:
@@ -307,15 +308,15 @@ def migrate(
             thread = waiting.pop()
             mark = found.marks.get(thread)
             lanes.append(_Lane(thread, found.todo(thread), mark.done if mark else 0, ThreadWriter(dest)))
+            report.threads += 1
             if mark is None:  # marked before its first checkpoint: a killed run's thread is ours
                 opened.append(_mark(found.key, thread, Mark(0, ("", ""))))
-        report.threads += len(opened)
         if opened:
-            dest._run(together(opened))
-        dest._run(together([p for lane in lanes for p in _next(source, lane, report)]))
+            dest._run(named(together(opened), "migrate_mark"))
+        dest._run(named(together([p for lane in lanes for p in _next(source, lane, report)]), "migrate"))
         marks = [_mark(found.key, lane.thread, _mark_of(lane)) for lane in lanes if _due(lane)]
         if marks:
-            dest._run(together(marks))
+            dest._run(named(together(marks), "migrate_mark"))
         if on_progress is not None:
             on_progress(len(lanes))
         lanes = [lane for lane in lanes if lane.pos < len(lane.todo)]

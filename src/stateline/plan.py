@@ -14,7 +14,7 @@ from hashlib import sha1
 from importlib.resources import files
 from typing import Any, TypeVar
 
-__all__ = ["Script", "Call", "Command", "Batch", "Scan", "Emit", "Plan", "SCRIPTS", "together"]
+__all__ = ["Script", "Call", "Command", "Batch", "Scan", "Emit", "Plan", "SCRIPTS", "named", "together"]
 
 T = TypeVar("T")
 
@@ -122,6 +122,13 @@ def _waits(step: Any) -> bool:
     """A batch with a command aimed at its thread's node (a durability wait): the runner
     sends it through that node's own connection, so it cannot share a pipeline."""
     return isinstance(step, Batch) and any(isinstance(s, Command) and s.route for s in step.steps)
+
+
+def named(plan: Plan[T], name: str) -> Plan[T]:
+    """``plan`` under another operation name (telemetry names a span after the plan's
+    generator function: ``together`` says nothing of what the plans do)."""
+    plan.__name__ = name  # type: ignore[attr-defined]  # (a generator's name is writable)
+    return plan
 
 
 def together(plans: list[Plan[Any]]) -> Plan[list[Any]]:
