@@ -236,3 +236,18 @@ def test_a_migration_round_is_one_span_of_one_round_trip(otel: Telemetry, url: s
         assert span.attributes["stateline.round_trips"] == 1  # three puts and three writes, one pipeline
         no_secret_in(span)
     assert otel.finished(("migrate_mark",))
+
+
+def test_a_put_sent_again_is_logged(url: str, prefix: str, client: redis.Redis, caplog) -> None:
+    with RedisSaver(url, prefix=prefix) as saver:
+        config = saver.put(root("r"), checkpoint(5), {}, {"messages": 6, "note": 6})
+        keys = saver.engine.keys("r")
+        client.delete(keys.data, keys.index)  # gone behind the saver's back: what it knew is stale
+        with caplog.at_level(logging.DEBUG, logger="stateline"):
+            saver.put(config, checkpoint(6), {}, {"messages": 7, "note": 7})
+        assert (
+            saver.get_tuple(root("r")).checkpoint["channel_values"]["messages"]
+            == checkpoint(6)["channel_values"]["messages"]
+        )
+    assert any("retrying a" in r.getMessage() and "'r'" in r.getMessage() for r in caplog.records)
+    assert all(SECRET not in r.getMessage() for r in caplog.records)

@@ -9,6 +9,7 @@ is ``keep_last=1``) and the whole-thread TTL are settings of the engine, not var
 from __future__ import annotations
 
 import builtins  # Engine.list shadows list in the class body: its signatures say builtins.list
+import logging
 import secrets
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ from .errors import ConflictError, DurabilityError, InvalidInput, StoredDataErro
 from .keys import Schema, ThreadKeys, dec, enc, place
 from .plan import SCRIPTS, Batch, Call, Command, Emit, Plan, Scan
 from .records import DURABILITY, Snapshot, Stored, TaggedList, ThreadStats, Write, check_keep_last
+
+log = logging.getLogger("stateline")
 
 __all__ = ["Engine", "LIST_MIN_ITEMS", "PAGE"]
 
@@ -156,6 +159,7 @@ class Engine:
                 )
             if status == "behind":
                 raise Behind(snap.thread_id, snap.ns, dec(_text(reply[1])))
+            log.debug("retrying a put on thread %r: the server answered %r", snap.thread_id, status)
             if status == "missing":  # items we believed stored are gone (removed elsewhere)
                 self._known.forget(keys.data)
                 lacking = {bytes(d) for d in reply[1:]}
@@ -277,6 +281,7 @@ class Engine:
                 if not (isinstance(reply, list) and _text(reply[0]) == "conflict"):
                     self._known.add(data_key, elements)
                 return reply
+            log.debug("retrying a write on thread %r: list items it refers to are gone", thread_id)
             self._known.forget(data_key)  # items we believed stored are gone (pruned elsewhere)
             to_send = self._sealed_items(thread_id, {bytes(d): elements[bytes(d)] for d in reply[1:]}) | to_send
         raise StoredDataError(f"thread {thread_id!r} keeps losing list elements while writing")
