@@ -105,6 +105,16 @@ def test_the_file_is_versioned_json_lines_of_whole_threads(tmp_path: Path, url: 
     assert [r["parent_checkpoint_id"] for r in ours[1:]] == ids[:-1]
 
 
+def test_export_of_some_threads(tmp_path: Path, url: str, prefix: str, source_prefix: str) -> None:
+    path = tmp_path / "one.jsonl"
+    done = cli("export", str(path), "-t", "paused", "--url", url, "--prefix", source_prefix, "--json")
+    assert done.exit_code == 0, done.output
+    assert {r.get("thread_id") for r in lines(path)[1:-1]} == {"paused"}
+    assert cli("import", str(path), "--url", url, "--prefix", prefix).exit_code == 0
+    with RedisSaver(url, prefix=prefix) as dest:
+        assert dest.get_tuple(cfg("done")) is None and dest.get_tuple(cfg("paused")) is not None
+
+
 def test_export_to_stdout_and_from_another_saver(tmp_path: Path, url: str, prefix: str) -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
