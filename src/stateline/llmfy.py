@@ -175,8 +175,9 @@ class Checkpoint:
 
 
 # Where a llmfy checkpoint's fields live in a stateline checkpoint: the metadata dict holds
-# the form and a created_at that is not in UTC (naive, or another offset), to give it back.
-_FORM, _AS_GIVEN = "llmfy", "llmfy_created_at"
+# the form, a created_at that is not in UTC (naive, or another offset) to give it back, and
+# the run id again (a filtered list decides on the metadata alone: list_by_run).
+_FORM, _AS_GIVEN, _RUN = "llmfy", "llmfy_created_at", "llmfy_run_id"
 
 
 def _to_native(cp: Any) -> native.Checkpoint:
@@ -194,6 +195,8 @@ def _to_native(cp: Any) -> native.Checkpoint:
     meta: dict[str, Any] = {_FORM: "0.10" if legacy or getattr(md, "form", "") == "0.10" else "0.11"}
     if created.tzinfo is not timezone.utc:
         meta[_AS_GIVEN] = created
+    if getattr(md, "run_id", None):
+        meta[_RUN] = md.run_id
     return native.Checkpoint(
         session_id=md.session_id, checkpoint_id=md.checkpoint_id, state=cp.state, metadata=meta,
         created_at=aware, run_id=getattr(md, "run_id", None) or None, node=md.node_name if legacy else md.node,
@@ -428,7 +431,7 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def list_by_run(self, session_id: str, run_id: str, limit: int = 100) -> builtins.list[Checkpoint]:
         """The checkpoints of one run (one invoke() or stream() call), newest first."""
-        plan = self._store.engine.list(session_id, "", select=lambda s: s.header.get("run_id") == run_id, limit=limit)
+        plan = self._store.engine.list(session_id, "", select=lambda s: s.metadata.get(_RUN) == run_id, limit=limit)
         found = [native._from_stored(s) async for s in runner.aiterate(self._store._conn.aio, plan)]
         return [_from_native(cp) for cp in found]
 
