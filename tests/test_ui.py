@@ -50,7 +50,7 @@ def missing(reason: str) -> None:
     pytest.skip(f"needs {reason}: apt-get install chromium-headless-shell; pip install playwright")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # (sync_playwright runs an event loop: closed with the module)
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

@@ -392,13 +392,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_cli_never_prints_the_password(locked: servers.Server) -> None:
     port = servers.free_port()
-    for url in (
-        f"redis://app:{WRONG}@127.0.0.1:{locked.port}/0",  # refused credentials
-        f"redis://app:{SECRET}@127.0.0.1:{port}/0",  # nothing listens
-        f"redis://app:{SECRET}@127.0.0.1:{port}/zero",  # malformed
+    for url, status in (
+        (f"redis://app:{WRONG}@127.0.0.1:{locked.port}/0", 1),  # refused credentials
+        (f"redis://app:{SECRET}@127.0.0.1:{port}/0", 1),  # nothing listens
+        (f"redis://app:{SECRET}@127.0.0.1:{port}/zero", 2),  # malformed: bad usage
     ):
         done = cli("threads", "--url", url)
-        assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+        assert done.returncode == status and done.stderr.startswith("error: "), done.stderr
         assert_hidden(done.stdout + done.stderr)
     ok = cli("threads", "--url", f"redis://app:{SECRET}@127.0.0.1:{locked.port}/0", "--prefix", "nothing:")
     assert ok.returncode == 0, ok.stderr
