@@ -23,11 +23,11 @@ Where this differs from llmfy, and why: docs/porting-from-llmfy.md.
 
 from __future__ import annotations
 
+import base64
 import builtins  # `builtins.list` in classes whose `list` method hides the type
 import inspect
 import json
 import threading
-import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -37,9 +37,9 @@ from typing import Any
 
 from . import checkpointer as native
 from . import runner
-from .errors import InvalidInput, SerializationError, StoredDataError
+from .crypto import Encryption
+from .errors import InvalidInput, SerializationError
 from .plan import Plan
-from .serde import Serde
 
 __all__ = [
     "REDIS_AVAILABLE",
@@ -255,47 +255,18 @@ class BaseCheckpointer(ABC):
         await self.close()
 
 
-# -- compression and encryption -------------------------------------------------------------
+# -- encryption ----------------------------------------------------------------------------
 
 
-class _Sealed:
-    """A serde whose bytes are zlib-compressed, then Fernet-encrypted (llmfy's order). With
-    a key, a value stored without one fails to load: it fails closed."""
-
-    def __init__(self, inner: Any, compress: bool, encryption_key: bytes | str | None) -> None:
-        self.inner, self.compress, self.fernet = inner, compress, _fernet(encryption_key) if encryption_key else None
-        self.suffix = ("+zlib" if compress else "") + ("+fernet" if self.fernet else "")
-
-    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        typ, data = self.inner.dumps_typed(obj)
-        if self.compress:
-            data = zlib.compress(data)
-        if self.fernet is not None:
-            data = self.fernet.encrypt(data)
-        return typ + self.suffix, data
-
-    def loads_typed(self, data: tuple[str, bytes]) -> Any:
-        typ, raw = data
-        if not typ.endswith(self.suffix):
-            raise StoredDataError(
-                f"a stored value is not {self.suffix[1:]} ({typ!r}): was it saved with other settings?"
-            )
-        if self.fernet is not None:
-            raw = self.fernet.decrypt(raw)  # (InvalidToken: the wrong key, or tampered data)
-        if self.compress:
-            raw = zlib.decompress(raw)
-        return self.inner.loads_typed((typ[: len(typ) - len(self.suffix)], raw))
-
-
-def _fernet(key: bytes | str) -> Any:
+def _encryption(key: bytes | str) -> Encryption:
+    """stateline's AES-256-GCM keyed by the 32 bytes of llmfy's Fernet key."""
     try:
-        from cryptography.fernet import Fernet
-    except ImportError as exc:
-        raise InvalidInput("encryption_key needs the 'cryptography' package: pip install cryptography") from exc
-    try:
-        return Fernet(key)
+        raw = base64.urlsafe_b64decode(key.encode() if isinstance(key, str) else bytes(key))
     except (ValueError, TypeError) as exc:
         raise InvalidInput("encryption_key is not a Fernet key (Fernet.generate_key() makes one)") from exc
+    if len(raw) != 32:
+        raise InvalidInput("encryption_key is not a Fernet key (Fernet.generate_key() makes one)")
+    return Encryption({"llmfy": raw})
 
 
 # -- Redis --------------------------------------------------------------------------------
@@ -347,7 +318,9 @@ class RedisCheckpointer(BaseCheckpointer):
     client; ``client=`` a client to use instead. ``ttl``: seconds, sliding over the whole
     session (0 or None: no expiry). ``types``: dataclasses and pydantic models a state may
     hold (llmfy 0.11's FlowEngine turns its registered types into JSON before ``save``).
-    ``max_checkpoints_per_session`` keeps the newest N of each session.
+    ``max_checkpoints_per_session`` keeps the newest N of each session. ``compress``:
+    stateline compresses values worth it (zstd) either way. ``encryption_key``: a Fernet
+    key, whose 32 bytes key stateline's AES-256-GCM encryption (``stateline.Encryption``).
     """
 
     def __init__(
@@ -376,12 +349,10 @@ class RedisCheckpointer(BaseCheckpointer):
         self.ttl = ttl
         self.max_state_bytes = max_state_bytes
         self.max_checkpoints_per_session = max_checkpoints_per_session
-        serde: Any = Serde(types)
-        if compress or encryption_key:
-            serde = _Sealed(serde, compress, encryption_key)
+        # stateline compresses every value worth it (zstd) whatever `compress` says.
         self._store = native.RedisCheckpointer(
-            None if client is not None else redis_url, prefix, _ttl(ttl), max_checkpoints_per_session, client,
-            serde=serde, **redis_options,
+            None if client is not None else redis_url, prefix, _ttl(ttl), max_checkpoints_per_session, client, types,
+            encryption=_encryption(encryption_key) if encryption_key else None, **redis_options,
         )  # fmt: skip
         self._heads = _Heads()
 
