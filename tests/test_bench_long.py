@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 
 import pytest
 
@@ -42,6 +44,45 @@ def test_a_probe_window_counts_what_others_send_and_append_and_not_its_own():
     assert 10_000 <= w.bytes_in < 10_200
     assert 10_000 <= w.aof_bytes < 10_200
     assert w.max_command == "SET" and w.max_ms >= 0
+
+
+SPIN = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+def _answers_busy(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.ResponseError as exc:
+        if str(exc).startswith("BUSY"):
+            return True
+        raise
+    return False
+
+
+def test_a_script_past_the_busy_threshold_is_waited_for_and_measured():
+    with Server("probe-busy", aof=True) as server:
+        probe = Probe(server.url)
+        probe.client.config_set("busy-reply-threshold", 100)
+        spinner, watcher = redis.Redis.from_url(server.url), redis.Redis.from_url(server.url)
+        try:
+            with probe.window() as w:
+                running = threading.Thread(target=spinner.eval, args=(SPIN, 0, 600_000))
+                running.start()
+                deadline = time.monotonic() + 30
+                while not _answers_busy(watcher):  # the script is running, past the threshold
+                    assert time.monotonic() < deadline, "the script never made the server busy"
+            running.join(timeout=30)
+        finally:
+            spinner.close()
+            watcher.close()
+            probe.close()
+    assert w.max_command == "EVAL" and w.max_ms >= 600
+    assert "busy-reply-threshold" in w.note
 
 
 def test_marks_show_the_slope_and_a_cap_stops_a_peer():

@@ -205,7 +205,7 @@ class Measurer:
         return ``Timed(seconds)``, the time the call took where it ran."""
         times: list[float] = []
         windows: list[Window] = []
-        for i in range(reps or self.spec.reps):
+        for i in range(self.spec.reps if reps is None else reps):
             w = error = None
             try:
                 arg = setup(i) if setup else i

@@ -9,6 +9,7 @@ a calibration window with nothing in it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ __all__ = ["Probe", "Window", "stateline_scripts"]
 
 NAME = "stateline-bench-probe"
 SLOWLOG_MAX = 1_000_000
+BUSY_WAIT_S = 3600.0
 
 
 def stateline_scripts() -> dict[str, Any]:
@@ -74,19 +76,39 @@ class Probe:
         aof = persistence.get("aof_current_size") if persistence.get("aof_enabled") else None
         return int(stats["total_net_input_bytes"]), aof, int(persistence.get("aof_rewrites", 0))
 
+    def _wait_idle(self) -> bool:
+        """Returns once the server answers, and whether it was busy: a script running past
+        ``busy-reply-threshold`` makes every other client (this one too) wait, answered BUSY,
+        until it ends; its slow-log entry is written then."""
+        deadline = time.monotonic() + BUSY_WAIT_S
+        busy = False
+        while True:
+            try:
+                self.client.ping()
+                return busy
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("BUSY") or time.monotonic() > deadline:
+                    raise
+                busy = True
+            time.sleep(0.2)  # (polling a server that cannot answer before the script ends)
+
     @contextmanager
     def window(self) -> Iterator[Window]:
         out = Window()
+        self._wait_idle()
         self.client.config_set("slowlog-log-slower-than", 0)
         self.client.slowlog_reset()
         net0, aof0, rewrites0 = self._counters()
         try:
             yield out
         finally:
+            busy = self._wait_idle()
             net1, aof1, rewrites1 = self._counters()
             entries = self.client.slowlog_get(SLOWLOG_MAX)
             self.client.config_set("slowlog-log-slower-than", -1)
             self._fill(out, net1 - net0, aof0, aof1, rewrites1 != rewrites0, entries)
+            if busy:
+                out.note = "a script ran past busy-reply-threshold: the server answered BUSY to every other client"
 
     def _fill(self, out: Window, net: int, aof0: int | None, aof1: int | None, rewrote: bool, entries: list) -> None:
         out.bytes_in = net - self.own_bytes
