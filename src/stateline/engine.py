@@ -222,10 +222,11 @@ class Engine:
                 digests, items = self._items(listed, what, (snap.thread_id, snap.ns, channel))
                 lists[vfield] = (channel, digests)
                 hint = None if channel in stale else self._hints.get((keys.data, ns, channel))
-                if hint is not None and hint[1] and digests.startswith(hint[2]):
-                    log, n, known = hint
-                    tail = digests[len(known) :]
-                    head = b"A" + kind.encode() + b"|" + log.encode() + b"|" + str(n).encode() + b"|"
+                shared = 0 if hint is None else _shared_digests(digests, hint[2])
+                if shared:  # the list extends (or forks from) a log this process knows
+                    log = hint[0]
+                    tail = digests[16 * shared :]
+                    head = b"A" + kind.encode() + b"|" + log.encode() + b"|" + str(shared).encode() + b"|"
                     args += (vfield, head + tail)
                     elements.update((tail[k : k + 16], items[tail[k : k + 16]]) for k in range(0, len(tail), 16))
                 else:
@@ -864,6 +865,21 @@ class Engine:
             values=channel_values,
             writes=self._writes(writes, items, thread_id, ns_e, cid_e),
         )
+
+
+def _shared_digests(digests: bytes, known: bytes) -> int:
+    """How many leading 16-byte digests two digest strings share (compared a block at a time)."""
+    n = min(len(digests), len(known)) // 16
+    if digests[: 16 * n] == known[: 16 * n]:
+        return n
+    low, high = 0, n  # the first n differ somewhere: bisect on equal prefixes (memcmp each)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if digests[: 16 * mid] == known[: 16 * mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def _send_gone(
