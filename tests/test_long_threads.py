@@ -334,3 +334,29 @@ def test_a_filter_reads_whole_only_what_it_keeps_and_each_right(url: str, prefix
         m.content for m in chat.messages[: lengths[-2]]
     ]
     assert [t.metadata["step"] for t in saver.list(config, filter={"step": 7}, limit=1)] == [7]
+
+
+def test_a_warm_read_is_sent_only_what_follows_the_log_it_knows(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    saver = RedisSaver(url, prefix=prefix)
+    chat = Chat(saver, thread_id="warm read")
+    for _ in range(300):
+        chat.put()
+    assert [m.content for m in chat.read()] == [m.content for m in chat.messages]  # (caches the items)
+    chat.put()
+
+    def sent_for_a_read() -> int:  # (of the newest checkpoint, as LangGraph reads on every invoke)
+        before = client.info("stats")["total_net_output_bytes"]
+        got = chat.saver.get_tuple({"configurable": {"thread_id": "warm read"}})
+        assert [m.content for m in got.checkpoint["channel_values"]["messages"]] == [m.content for m in chat.messages]
+        return client.info("stats")["total_net_output_bytes"] - before
+
+    warm = sent_for_a_read()
+    cold = RedisSaver(url, prefix=prefix)
+    chat.saver = cold
+    from stateline import elements
+
+    elements.HINTS.forget()
+    cold_read = sent_for_a_read()  # (items cached; no log known: every digest comes)
+    assert warm < 16 * len(chat.messages) < cold_read
+    assert sent_for_a_read() < 16 * len(chat.messages)  # the read taught it the log

@@ -322,12 +322,20 @@ class _Bounded:
                 self.size -= old[1]
             self._map[key] = (value, size)
             self.size += size
+            self._added(key)
             self._trim()
+
+    def _added(self, key: Any) -> None:
+        """(A subclass's hook: ``key`` was stored.)"""
+
+    def _dropped(self, key: Any) -> None:
+        """(A subclass's hook: ``key`` went.)"""
 
     def _trim(self) -> None:
         while self.size > self.budget and self._map:
-            _, (_, dropped) = self._map.popitem(last=False)
+            key, (_, dropped) = self._map.popitem(last=False)
             self.size -= dropped
+            self._dropped(key)
 
     def resize(self, budget: int) -> None:
         with self._lock:
@@ -339,6 +347,7 @@ class _Bounded:
         with self._lock:
             for key in [k for k in self._map if match(k)]:
                 self.size -= self._map.pop(key)[1]
+                self._dropped(key)
 
 
 class ItemStore(_Bounded):
@@ -355,8 +364,33 @@ class LogHints(_Bounded):
     log a channel's list lives in, so the next put sends only what it appends. A stale hint
     is safe: the script answers 'stale' and the list is sent whole."""
 
+    def __init__(self, budget: int) -> None:
+        super().__init__(budget)
+        self._by_thread: dict[str, set[Any]] = {}  # data key -> its keys here
+
     def put(self, key: Any, value: Any, size: int | None = None) -> None:  # type: ignore[override]
         super().put(key, value, len(value[2]) + 120 if size is None else size)
+
+    def _added(self, key: Any) -> None:
+        self._by_thread.setdefault(key[0], set()).add(key)
+
+    def _dropped(self, key: Any) -> None:
+        keys = self._by_thread.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_thread[key[0]]
+
+    def logs_of(self, data_key: str) -> dict[str, tuple[int, bytes]]:
+        """log -> (n, its first n digests) for the logs this process knows of a thread, so a
+        read asks only for what follows them."""
+        with self._lock:
+            out: dict[str, tuple[int, bytes]] = {}
+            for key in self._by_thread.get(data_key, ()):
+                log, n, digests = self._map[key][0]
+                if n > out.get(log, (0, b""))[0]:
+                    out[log] = (n, digests)
+            return out
 
     def forget(self, data_key: str | None = None) -> None:
         self.drop(lambda k: data_key is None or k[0] == data_key)

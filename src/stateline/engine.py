@@ -223,7 +223,7 @@ class Engine:
                 lists[vfield] = (channel, digests)
                 hint = None if channel in stale else self._hints.get((keys.data, ns, channel))
                 shared = 0 if hint is None else _shared_digests(digests, hint[2])
-                if shared:  # the list extends (or forks from) a log this process knows
+                if hint is not None and shared:  # the list extends (or forks from) a log this process knows
                     log = hint[0]
                     tail = digests[16 * shared :]
                     head = b"A" + kind.encode() + b"|" + log.encode() + b"|" + str(shared).encode() + b"|"
@@ -373,13 +373,18 @@ class Engine:
         """The checkpoint ``checkpoint_id`` (or the newest of ns): one round trip, and for a
         long list the items this process does not have yet, fetched in bounded chunks."""
         keys = self.keys(thread_id)
-        call = Call(SCRIPTS.get, keys.all, (enc(ns), enc(checkpoint_id or ""), self.refresh_ms, INLINE_ITEMS))
+        # The logs this process knows (beyond what a reply brings along anyway): the script
+        # sends only what follows them, so a warm read does not grow with the list.
+        known = {log: hint for log, hint in self._hints.logs_of(keys.data).items() if hint[0] > INLINE_ITEMS}
+        marks = [x for log, (n, _digests) in list(known.items())[:8] for x in (log, n)]
+        args = (enc(ns), enc(checkpoint_id or ""), self.refresh_ms, INLINE_ITEMS, *marks)
+        call = Call(SCRIPTS.get, keys.all, args)
         for _attempt in range(3):
             reply = yield call
             if reply is None:
                 return None
             entry, logs, inline = reply
-            items = yield from self._fetch(keys, logs, [entry[4]], inline)
+            items = yield from self._fetch(keys, _whole_logs(logs, known), [entry[4]], inline)
             if items is not None:
                 stored = self._stored(thread_id, entry, items)
                 if checkpoint_id is None:
@@ -865,6 +870,18 @@ class Engine:
             values=channel_values,
             writes=self._writes(writes, items, thread_id, ns_e, cid_e),
         )
+
+
+def _whole_logs(logs: builtins.list[Any], known: dict[str, tuple[int, bytes]]) -> builtins.list[Any]:
+    """A reply's logs with every digest: where it sent only what follows the first m digests
+    of a log this process knows ([m, the rest]), those m put back in front."""
+    out = list(logs)
+    for i in range(1, len(out), 2):
+        if isinstance(out[i], list):
+            m, after = out[i]
+            hint = known.get(_text(out[i - 1]))
+            out[i] = None if hint is None or hint[0] < m else hint[1][: 16 * m] + after
+    return out
 
 
 def _shared_digests(digests: bytes, known: bytes) -> int:

@@ -324,12 +324,20 @@ local function read_value(field, logs)
   return {kind, n, log}
 end
 
--- {log, digests, ...} for the logs a reply refers to.
-local function reply_logs(logs)
+-- {log, digests, ...} for the logs a reply refers to; for a log the client knows the first
+-- m digests of (`known`: log -> m), {m, the digests after them} instead (a warm read does not
+-- grow with the list).
+local function reply_logs(logs, known)
   local out = {}
   for log, n in pairs(logs) do
     out[#out + 1] = log
-    out[#out + 1] = log_digests(log, n) or false
+    local m = known and known[log]
+    if m and m <= n then
+      local after = log_slice(log, m, n)
+      out[#out + 1] = after and {m, after} or false
+    else
+      out[#out + 1] = log_digests(log, n) or false
+    end
   end
   return out
 end
@@ -502,7 +510,9 @@ local function items_for(log_list, write_lists, inline)
     return true
   end
   for i = 2, #log_list, 2 do
-    if log_list[i] and not add(log_list[i]) then return {} end
+    local ds = log_list[i]
+    if type(ds) == 'table' then ds = ds[2] end
+    if ds and not add(ds) then return {} end
   end
   for _, writes in ipairs(write_lists) do
     for _, v in ipairs(writes) do

@@ -14,5 +14,7 @@ local logs = {}
 local found = load(ns, cid, logs)
 if not found then return nil end
 expire(tonumber(ARGV[3]))
-local log_list = reply_logs(logs)
+local known = {}  -- ARGV[5..]: log, how many of its first digests the client has
+for i = 5, #ARGV - 1, 2 do known[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local log_list = reply_logs(logs, known)
 return {found, log_list, items_for(log_list, {found[5]}, tonumber(ARGV[4]))}
