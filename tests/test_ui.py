@@ -23,6 +23,7 @@ import pytest
 from stateline.langgraph import RedisSaver
 
 from .ui_graph import THREAD, forked_interrupted_thread
+from .waiting import until
 
 uvicorn = pytest.importorskip("uvicorn", reason="the inspector needs the ui extra (starlette, uvicorn)")
 from stateline.cli.ui.app import create_app  # noqa: E402 - after the extra is known to be there
@@ -226,10 +227,7 @@ def test_delete_prune_and_copy_ask_first(page: Any, writable: str, made: tuple[R
     shot(page, "confirm")
     page.click("#confirm-ok")
     page.wait_for_function("!document.querySelector('#confirm').open")
-    deadline = time.monotonic() + 15
-    while saver.get_tuple({"configurable": {"thread_id": "copied-trip"}}) is None:
-        assert time.monotonic() < deadline, "the copy was not made"
-        time.sleep(0.05)
+    until(lambda: saver.get_tuple({"configurable": {"thread_id": "copied-trip"}}) is not None, what="no copy")
 
     page.goto(f"{writable}/#/thread/copied-trip")
     page.wait_for_selector("#tree")
@@ -241,10 +239,11 @@ def test_delete_prune_and_copy_ask_first(page: Any, writable: str, made: tuple[R
     page.click("#tree button:has-text('Prune…')")
     page.wait_for_selector("#prune-preview:has-text('would go')")
     page.click("#confirm-ok")
-    deadline = time.monotonic() + 15
-    while len(list(saver.list({"configurable": {"thread_id": "copied-trip", "checkpoint_ns": ""}}))) != 1:
-        assert time.monotonic() < deadline, "the prune did not happen"
-        time.sleep(0.05)
+    page.wait_for_function("!document.querySelector('#confirm').open")  # (the click was taken)
+    until(
+        lambda: len(list(saver.list({"configurable": {"thread_id": "copied-trip", "checkpoint_ns": ""}}))) == 1,
+        what="the prune did not happen",
+    )
 
     page.click("#tree button:has-text('Delete…')")
     page.click("#confirm-cancel")
