@@ -316,12 +316,6 @@ class Engine:
                 f"{self._wait_timeout} ms ({name}: {got_local} local fsync(s), {got_replicas} replica(s))"
             )
 
-    def _forget(self, thread_id: str) -> None:
-        data_key = self.keys(thread_id).data
-        self._known.forget(data_key)
-        self._hints.forget(data_key)
-        self.discovery.forget(thread_id)
-
     def put_writes(
         self, thread_id: str, ns: str, checkpoint_id: str, writes: Iterable[Write], special: frozenset[str]
     ) -> Plan[None]:
