@@ -161,7 +161,7 @@ class Backend:
             from stateline.langgraph import RedisSaver, ShallowRedisSaver
 
             cls = ShallowRedisSaver if self.shallow else RedisSaver
-            return cls(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:")
+            return cls(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=_sl_prefix(tag))
         if k in ("stateline-plain", "stateline-encrypted"):
             from stateline import Encryption
             from stateline.langgraph import RedisSaver
@@ -170,7 +170,7 @@ class Backend:
             settings: dict[str, Any] = (
                 {"compression": False} if k == "stateline-plain" else {"encryption": Encryption({"bench": b"k" * 32})}
             )
-            return RedisSaver(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:", **settings)
+            return RedisSaver(client=sync_client(env.plain_url, SAVER_CLIENT), prefix=_sl_prefix(tag), **settings)
         if k in ("lcr", "lcr-shallow"):
             from langgraph.checkpoint.redis import RedisSaver as PeerSaver
             from langgraph.checkpoint.redis import ShallowRedisSaver as PeerShallowSaver
@@ -201,7 +201,7 @@ class Backend:
             from stateline.langgraph import AsyncRedisSaver, AsyncShallowRedisSaver
 
             cls = AsyncShallowRedisSaver if self.shallow else AsyncRedisSaver
-            return cls(aclient=async_client(env.plain_url, SAVER_CLIENT), prefix=f"sl-{tag}:")
+            return cls(aclient=async_client(env.plain_url, SAVER_CLIENT), prefix=_sl_prefix(tag))
         if k in ("lcr-async", "lcr-shallow-async"):
             from langgraph.checkpoint.redis.aio import AsyncRedisSaver as AsyncPeerSaver
             from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver as AsyncPeerShallowSaver
@@ -253,13 +253,24 @@ class Backend:
     def url_kind(self) -> str | None:
         return self.server
 
-    def redis_keys(self, client: redis.Redis, tag: str, thread_id: str) -> list[bytes]:
-        """The keys holding ``thread_id`` for this backend (for MEMORY USAGE)."""
+    def redis_keys(self, client: redis.Redis, tag: str, thread_id: str) -> list[str | bytes]:
+        """The keys holding ``thread_id`` for this backend (for MEMORY USAGE), and no other
+        thread's: not those of a thread whose id starts with it (the warm-up thread)."""
         if self.family == "stateline":
-            return list(client.scan_iter(match=f"sl-{tag}:*", count=1000))
+            # Its thread's two keys, named as the saver names them (the discovery index
+            # shards, shared with other threads, are left out).
+            from stateline.keys import Schema
+
+            return list(Schema(_sl_prefix(tag)).thread(thread_id).all)
         if self.family == "peer":
-            return list(client.scan_iter(match=f"*{thread_id}*", count=1000))
+            # The thread id is a whole ':'-separated component of every key of the thread.
+            escaped = "".join("\\" + c if c in "*?[]\\" else c for c in thread_id)
+            return list(client.scan_iter(match=f"*:{escaped}:*", count=1000))
         return []
+
+
+def _sl_prefix(tag: str) -> str:
+    return f"sl-{tag}:"
 
 
 class _PeerPrefixes(TypedDict):
