@@ -40,6 +40,11 @@ def test_quick_mode_produces_a_result_for_every_backend(tmp_path):
         assert entry["turns"] == cfg.agent_turns, key
         assert entry["messages_read_back"] == 4 * cfg.agent_turns, key
         assert set(map(int, entry["memory"])) >= set(cfg.agent_marks), key
+    # The baseline follows a one-turn warm-up on another thread; what the warm-up cost is kept.
+    stateline = results["agent"]["stateline"]
+    assert stateline["warmup_thread_id"] != "chatstateline"
+    assert stateline["warmup_used_memory_delta"] > 0
+    assert stateline["memory"][str(cfg.agent_marks[-1])]["keys"] == 2  # the thread's :d and :i, not the warm-up's
 
     assert set(results["concurrent"]) == set(cfg.conc_backends)
     for key, entry in results["concurrent"].items():

@@ -4,7 +4,8 @@ A compiled LangGraph graph over ``MessagesState``-style state (``add_messages``)
 turn is a user message, then model -> tool -> model, so 4 messages of about 300
 characters join the thread per turn and 5 checkpoints are written (the shape of
 shared/notes/storage-growth.md). The saver is wrapped in ``TimedSaver``; the saver time
-of a turn is the sum of its calls' wall time. Memory is sampled every few turns.
+of a turn is the sum of its calls' wall time. Memory is sampled every few turns, from a
+baseline taken after one warm-up turn on another thread (``Memory``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from langgraph.graph.message import add_messages
 from .backends import TimedSaver, sync_client
 from .stats import median, pct
 
-__all__ = ["build_graph", "agent", "text"]
+__all__ = ["build_graph", "agent", "text", "warmup_thread"]
 
 _WORDS = (
     "agent state thread checkpoint redis valkey graph node tool model message user answer search "
@@ -99,18 +100,55 @@ def _stored_bytes(obj: Any, seen: set[int] | None = None) -> int:
 
 class Memory:
     """How many bytes a backend's thread costs: Redis ``used_memory`` delta and the sum of
-    ``MEMORY USAGE`` of its keys; for local backends their own stored bytes."""
+    ``MEMORY USAGE`` of its keys; for local backends their own stored bytes.
+
+    The baseline is taken by ``warmed()``, after a first turn on another thread: the first
+    call a server sees costs it a one-time amount (its Lua VM and compiled scripts, a peer's
+    search indexes) that would otherwise be spread over the measured thread's turns. That
+    amount (with the warm-up turn's own thread) is kept as ``warmup_delta``."""
 
     def __init__(
         self, backend: Any, saver: Any, url: str | None, tag: str, thread_id: str, sqlite_path: str | None
     ) -> None:
         self.b, self.saver, self.tag, self.thread_id, self.sqlite_path = backend, saver, tag, thread_id, sqlite_path
         self.client = sync_client(url) if url else None
-        self.base = self._used() if self.client else 0
+        self.before = self._total()
+        self.base = self.before
+        self.warmup_delta: int | None = None
 
     def _used(self) -> int:
         assert self.client is not None
         return int(self.client.info("memory")["used_memory"])
+
+    def _sqlite_size(self) -> int:
+        assert self.sqlite_path is not None
+        return sum(os.path.getsize(p) for p in (self.sqlite_path, self.sqlite_path + "-wal") if os.path.exists(p))
+
+    def _inmemory_bytes(self, thread_id: str | None = None) -> int:
+        """Bytes an InMemorySaver holds, for every thread or for ``thread_id`` only (its
+        storage is keyed by thread, its writes and blobs by tuples starting with it)."""
+        s = self.saver
+        if thread_id is None:
+            return _stored_bytes([s.storage, s.writes, s.blobs])
+        parts = [{k: v for k, v in d.items() if k[0] == thread_id} for d in (s.writes, s.blobs)]
+        return _stored_bytes([s.storage.get(thread_id, {}), *parts])
+
+    def _total(self) -> int:
+        """What the backend holds for every thread: the figure the warm-up delta is taken of."""
+        if self.client is not None:
+            return self._used()
+        if self.sqlite_path:
+            return self._sqlite_size()
+        return self._inmemory_bytes()
+
+    @property
+    def warmup_field(self) -> str:
+        return "warmup_used_memory_delta" if self.client is not None else "warmup_stored_bytes_delta"
+
+    def warmed(self) -> None:
+        """Takes the baseline; call it once the warm-up turn is done."""
+        self.base = self._total()
+        self.warmup_delta = self.base - self.before
 
     def sample(self, with_keys: bool) -> dict:
         if self.client is not None:
@@ -120,17 +158,14 @@ class Memory:
                 pipe = self.client.pipeline(transaction=False)
                 for k in keys:
                     pipe.memory_usage(k, samples=0)
-                out["keys"] = len(keys)
-                out["memory_usage_sum"] = sum(x or 0 for x in pipe.execute())
+                usage = pipe.execute()
+                out["keys"] = sum(1 for x in usage if x is not None)  # (a candidate key may not exist)
+                out["memory_usage_sum"] = sum(x or 0 for x in usage)
             return out
         if self.sqlite_path:
-            size = sum(os.path.getsize(p) for p in (self.sqlite_path, self.sqlite_path + "-wal") if os.path.exists(p))
-            return {"stored_bytes": size, "what": "SQLite file + WAL size"}
-        inner = self.saver
-        return {
-            "stored_bytes": _stored_bytes([inner.storage, inner.writes, inner.blobs]),
-            "what": "bytes held by InMemorySaver",
-        }
+            # File pages are shared by threads: the thread's figure is the growth since the warm-up.
+            return {"stored_bytes": self._sqlite_size() - self.base, "what": "SQLite file + WAL growth"}
+        return {"stored_bytes": self._inmemory_bytes(self.thread_id), "what": "bytes held by InMemorySaver"}
 
     def close(self) -> None:
         if self.client is not None:
@@ -199,6 +234,21 @@ def _summarize(rows: list[dict], marks: tuple[int, ...]) -> dict:
     return out
 
 
+def warmup_thread(thread_id: str) -> str:
+    """The thread the one warm-up turn runs on, before the measured thread's first turn."""
+    return f"{thread_id}-warmup"
+
+
+async def _turn(app: Any, backend: Any, thread_id: str, turn: int) -> None:
+    """One chat turn: the user's message ``turn``, then model -> tool -> model."""
+    inp = {"messages": [HumanMessage(content=text(f"user-{turn}"), id=f"human-{turn}")]}
+    config = {"configurable": {"thread_id": thread_id}}
+    if backend.is_async:
+        await app.ainvoke(inp, config, durability="sync")
+    else:
+        app.invoke(inp, config, durability="sync")
+
+
 async def agent(
     backend: Any,
     saver: Any,
@@ -210,9 +260,13 @@ async def agent(
     memory: Memory,
     tick: Callable[[], None],
 ) -> dict:
-    """Runs the chat for ``turns`` turns (or until ``budget_s``), sampling memory."""
+    """Runs the chat for ``turns`` turns (or until ``budget_s``), sampling memory, after a
+    one-turn warm-up on thread ``warmup_thread(thread_id)`` with the same saver (not timed:
+    its calls come before the first row's)."""
     timed = TimedSaver(saver)
     app = build_graph(timed)
+    await _turn(app, backend, warmup_thread(thread_id), 1)
+    memory.warmed()
     config = {"configurable": {"thread_id": thread_id}}
     rows: list[dict] = []
     mem: dict[str, dict] = {}
@@ -220,12 +274,8 @@ async def agent(
     stopped = None
     for turn in range(1, turns + 1):
         first = len(timed.calls)
-        inp = {"messages": [HumanMessage(content=text(f"user-{turn}"), id=f"human-{turn}")]}
         t0 = time.perf_counter()
-        if backend.is_async:
-            await app.ainvoke(inp, config, durability="sync")
-        else:
-            app.invoke(inp, config, durability="sync")
+        await _turn(app, backend, thread_id, turn)
         rows.append(_turn_row(turn, time.perf_counter() - t0, timed.calls[first:]))
         if turn % sample_every == 0 or turn in marks:
             mem[str(turn)] = memory.sample(with_keys=turn in marks)
@@ -244,6 +294,8 @@ async def agent(
             "memory": mem,
             "messages_read_back": n_messages,
             "messages_expected": 4 * len(rows),
+            "warmup_thread_id": warmup_thread(thread_id),
+            memory.warmup_field: memory.warmup_delta,
         }
     )
     if stopped:
