@@ -60,3 +60,4 @@ def test_quick_mode_produces_a_result_for_every_backend(tmp_path):
     assert json.loads(path.read_text())["meta"]["machine"]["nproc"]
     assert report.chart(results, path.with_suffix(".png")).stat().st_size > 0
     assert "| op |" in report.markdown(results)
+    assert "| warm-up Δ KB |" in report.markdown(results)

@@ -227,6 +227,7 @@ def memory_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         *[f"KB/turn @{m}" for m in marks],
         f"ratio {last}/{mid}",
         "×lcr @" + last,
+        "warm-up Δ KB",
     ]
     rows = []
     ag = results["agent"]
@@ -249,13 +250,15 @@ def memory_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         row += [_num(v / 1e3 / int(m)) if v is not None else "–" for v, m in zip(vals, marks, strict=True)]
         row.append(_ratio(value(e, last), value(e, mid)))
         row.append(_ratio(value(e, last), value(ag.get(peer, {}), last)) if "used_memory_delta" in first else "–")
+        warm = e.get("warmup_used_memory_delta", e.get("warmup_stored_bytes_delta"))
+        row.append(_num(warm / 1e3) if warm is not None else "–")
         rows.append(row)
         keysum = [e["memory"].get(m, {}).get("memory_usage_sum") for m in marks]
         if any(k is not None for k in keysum):
             row2 = ["", "Σ MEMORY USAGE of keys"]
             row2 += [_num(v / 1e6) if v is not None else "–" for v in keysum]
             row2 += [_num(v / 1e3 / int(m)) if v is not None else "–" for v, m in zip(keysum, marks, strict=True)]
-            row2 += [_ratio(keysum[-1], keysum[len(marks) // 2]), ""]
+            row2 += [_ratio(keysum[-1], keysum[len(marks) // 2]), "", ""]
             rows.append(row2)
     return head, rows
 
@@ -314,7 +317,14 @@ SECTIONS = (
         "medians over the 10 turns ending at each mark)",
         agent_rows,
     ),
-    ("(d) memory of the agent's thread", memory_rows),
+    (
+        "(d) memory of the agent's thread: growth from a baseline taken after a one-turn warm-up on another thread "
+        "with the same saver, so KB/turn is the marginal cost; warm-up Δ = what that turn added (one-time server "
+        "state: Lua VM and scripts, a peer's search indexes; plus the warm-up thread's one turn). Σ MEMORY USAGE: "
+        "the measured thread's keys only. InMemorySaver: the measured thread's bytes; SQLite: file growth since "
+        "the warm-up",
+        memory_rows,
+    ),
     ("(c) concurrent threads (asyncio)", conc_rows),
 )
 
@@ -425,7 +435,9 @@ def chart(results: dict, path: Path) -> Path:
         ax.plot(
             [p[0] for p in used], [max(p[1], 1) / 1e6 for p in used], ls, color=c, marker=".", label=SHORT[key] + what
         )
-    _log_axes(ax, "chat turns in the thread", "MB", "(d) memory of the agent's thread (Redis used_memory Δ)")
+    _log_axes(
+        ax, "chat turns in the thread", "MB", "(d) memory of the agent's thread (Redis used_memory Δ after a warm-up)"
+    )
     ax.legend(fontsize=7)
     fig.suptitle("stateline bench: " + ("quick mode" if results["meta"]["config"]["quick"] else "full run"))
     fig.tight_layout()
