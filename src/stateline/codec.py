@@ -1,8 +1,10 @@
-"""Bytes in and out: the stored format (version 1), pure functions of values.
+"""Bytes in and out: the stored format (version 2; version 1 is read too), pure functions
+of values.
 
 Every stored value, list item, write value and checkpoint record body is an *envelope*:
 
-    byte 0    format version (1; a newer one is refused with an error that names it)
+    byte 0    the envelope's version (1 in both formats; a newer one is refused with an
+              error that names it)
     byte 1    flags: bits 0-1 compression (0 none, 1 zstd, 2 zstd with a stateline
               dictionary), bit 2 AES-GCM by stateline's Encryption, bit 3 the cipher of
               LangGraph's EncryptedSerializer, bit 4 a CRC-32 ends the envelope; other
@@ -21,8 +23,10 @@ item's digest), so a value moved elsewhere fails to decrypt. What the Lua script
 never sealed: a checkpoint record is a 4-byte length, a msgpack array of strings the
 scripts read with ``cmsgpack`` (format, parent, value fields, run, DeltaChannel value
 prefixes, alias), then the envelope of the checkpoint and its metadata. A pending write
-is the envelope of ``[format, task, channel, <type>\\0<bytes> or nil, task path, idx]``,
-after ``W<n>:<n digests>`` (which the scripts read) when its value is a list of items.
+is the envelope of ``[2, channel, <type>\\0<bytes> or nil, task path]`` (format 1:
+``[1, task, channel, value, task path, idx]``; format 2 has the task and index in the
+field the scripts read, and binds the envelope to them), after ``W<n>:<n digests>`` (which
+the scripts read) when its value is a list of items.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ __all__ = [
     "pack", "unpack", "pack_record", "unpack_record",
 ]  # fmt: skip
 
-FORMAT = 1
+FORMAT = 2  # the stored format: records and write records say which one they are in
+READS = (1, 2)  # the formats this version reads
+ENVELOPE = 1  # the envelope's own version (the same in formats 1 and 2)
 MAX_VALUE_BYTES = 256 * 1024 * 1024  # below Redis' 512 MB bulk limit, with room for the record
 MAX_READ_BYTES = 1024 * 1024 * 1024  # what one read may decode (list items), whatever is stored
 
@@ -98,8 +104,8 @@ def pack_record(index: list[Any], body: bytes) -> bytes:
 
 
 def unpack_record(data: bytes, what: str = "a checkpoint record") -> tuple[list[Any], bytes]:
-    """(the index the scripts read, the envelope of the rest), checked: format 1 and the
-    shape the scripts write; StoredDataError naming ``what`` otherwise."""
+    """(the index the scripts read, the envelope of the rest), checked: a format this
+    version reads and the shape the scripts write; StoredDataError naming ``what`` otherwise."""
     n = int.from_bytes(data[:4], "big")
     if len(data) < 4 + n:
         raise StoredDataError(f"{what} is truncated")
@@ -117,26 +123,30 @@ def unpack_record(data: bytes, what: str = "a checkpoint record") -> tuple[list[
     return index, data[4 + n :]
 
 
-def check_format(version: Any, what: str) -> None:
-    if version != FORMAT:
-        if type(version) is int and FORMAT < version <= 16:  # (beyond: garbage, not a version)
+def check_format(version: Any, what: str, reads: tuple[int, ...] = READS) -> None:
+    if version not in reads or type(version) is not int:
+        if type(version) is int and reads[-1] < version <= 16:  # (beyond: garbage, not a version)
             raise StoredDataError(
                 f"{what} is stored in format {version}, newer than this version of stateline reads "
-                f"(format {FORMAT}): upgrade stateline"
+                f"(format {reads[-1]}): upgrade stateline"
             )
         raise StoredDataError(f"{what} is damaged: format {version!r} is not one stateline writes")
 
 
-def unpack_write(raw: bytes, what: str) -> tuple[str, str, bytes | None, str, int]:
+def unpack_write(raw: bytes, what: str, task_idx: tuple[str, int] | None) -> tuple[str, str, bytes | None, str, int]:
     """(task, channel, ``<type>\\0<bytes>`` of the value or None, task path, idx) of an
-    opened write record."""
+    opened write record: format 2 with ``task_idx`` (the task and index its field names),
+    format 1 without (the record holds them)."""
     record = unpack(raw, what)
     if not isinstance(record, list) or not record:
         raise StoredDataError(f"{what} is damaged: not a write record")
     check_format(record[0], what)
-    if len(record) != 6:
+    if task_idx is None and record[0] == 1 and len(record) == 6:
+        _fmt, task_id, channel, value, task_path, idx = record
+    elif task_idx is not None and record[0] == 2 and len(record) == 4:
+        (_fmt, channel, value, task_path), (task_id, idx) = record, task_idx
+    else:
         raise StoredDataError(f"{what} is damaged: not a write record")
-    _fmt, task_id, channel, value, task_path, idx = record
     if not (
         isinstance(task_id, str)
         and isinstance(channel, str)
@@ -171,7 +181,7 @@ def _tagged(typ: str, data: bytes) -> bytes:
 
 _COMPRESSION, _AESGCM, _SERDE_CIPHER, _CRC = 0x03, 0x04, 0x08, 0x10
 _KNOWN_FLAGS = _COMPRESSION | _AESGCM | _SERDE_CIPHER | _CRC
-_PLAIN = bytes([FORMAT, _CRC])  # the header of a value neither compressed nor encrypted
+_PLAIN = bytes([ENVELOPE, _CRC])  # the header of a value neither compressed nor encrypted
 
 
 def _crc(data: bytes) -> bytes:
@@ -284,13 +294,13 @@ class ValueCodec:
                     extra = bytes([dict_id])
         if self.encryption is not None and self.encryption.encrypts:  # (its tag authenticates it: no CRC)
             kid = self.encryption.kid
-            header = bytes([FORMAT, (flags & ~_CRC) | _AESGCM]) + extra + bytes([len(kid)]) + kid + os.urandom(12)
+            header = bytes([ENVELOPE, (flags & ~_CRC) | _AESGCM]) + extra + bytes([len(kid)]) + kid + os.urandom(12)
             return header + self.encryption.encrypt_with(header[-12:], plain, header + where)
         if self.serde_cipher is not None:
             name, body = self.serde_cipher.encrypt(plain)
             label = name.encode()
-            return _crc(bytes([FORMAT, flags | _SERDE_CIPHER]) + extra + bytes([len(label)]) + label + body)
-        return _crc(bytes([FORMAT, flags]) + extra + plain)
+            return _crc(bytes([ENVELOPE, flags | _SERDE_CIPHER]) + extra + bytes([len(label)]) + label + body)
+        return _crc(bytes([ENVELOPE, flags]) + extra + plain)
 
     def seal_value(self, typ: str, data: bytes, where: bytes = b"") -> bytes:
         """The stored envelope of a serde's ``(type, bytes)``."""
@@ -311,8 +321,8 @@ class ValueCodec:
         if len(stored) < 2:
             raise StoredDataError("the value is truncated")
         version, flags = stored[0], stored[1]
-        if version != FORMAT:
-            check_format(version, "the value")
+        if version != ENVELOPE:
+            check_format(version, "the value", (ENVELOPE,))
         if flags & ~_KNOWN_FLAGS:
             raise StoredDataError(f"the value uses features (flags {flags:#04x}) newer than this version of stateline")
         if flags & _CRC:

@@ -322,23 +322,23 @@ class Engine:
         """Store pending writes in one round trip: ordinary ones keep the first value per
         (task, idx), channels in ``special`` overwrite."""
         ns_e, cid = enc(ns), enc(checkpoint_id)
-        where = place(thread_id, K.writes_prefix(ns_e, cid))  # (a write is bound to its checkpoint)
         overwrite: list[Any] = []
         keep_first: list[Any] = []
         elements: dict[bytes, bytes] = {}
         for w in writes:
             what = f"the write to channel {w.channel!r}"
+            task_e = enc(w.task_id)
+            # (a write is bound to its checkpoint, task and index: the field it is named by)
+            where = place(thread_id, K.write_field(ns_e, cid, task_e, w.idx))
             value = self._write_value(w, what, elements, where)
-            (overwrite if w.channel in special else keep_first).extend(
-                (K.write_field(ns_e, cid, w.task_id, w.idx), value)
-            )
+            (overwrite if w.channel in special else keep_first).extend((task_e, w.idx, value))
         if not overwrite and not keep_first:
             return
         keys = self.keys(thread_id).all
-        n_over = len(overwrite) // 2
+        n_over = len(overwrite) // 3
 
         def call(sent: list[bytes], n: int) -> Call:
-            opts = f"{self.ttl_ms} {n} {n_over} {ns_e}"
+            opts = f"{self.ttl_ms} {n} {n_over} {ns_e} {cid}"
             return Call(SCRIPTS.put_writes, keys, (opts, *sent, *overwrite, *keep_first))
 
         # Writes renew the thread's TTL, so they renew its index entry too when it is due.
@@ -356,10 +356,10 @@ class Engine:
             digests, items = self._items(w.value, what)
             if sum(map(len, items.values())) >= WRITE_LIST_MIN_BYTES:
                 elements.update(items)
-                record = self.codec.seal(pack([FORMAT, w.task_id, w.channel, None, w.task_path, w.idx]), where)
+                record = self.codec.seal(pack([FORMAT, w.channel, None, w.task_path]), where)
                 return b"W" + str(len(w.value)).encode() + b":" + digests + record
         value = self.codec.dump(w.value, what)
-        return self.codec.seal(pack([FORMAT, w.task_id, w.channel, value, w.task_path, w.idx]), where)
+        return self.codec.seal(pack([FORMAT, w.channel, value, w.task_path]), where)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -407,7 +407,7 @@ class Engine:
         wanted: dict[bytes, None] = {}
         pieces = [logs[i] for i in range(1, len(logs), 2)]
         for group in writes:
-            pieces += [_write_digests(raw) for raw in group if raw]
+            pieces += [_write_digests(raw) for raw in group[1::2] if raw]
         for digests in pieces:
             if digests is None:  # a chunk of a log is gone
                 return None
@@ -769,11 +769,20 @@ class Engine:
                 index, sealed = unpack_record(v, describe(src))
                 v = pack_record(index, seal(codec.open(sealed, src), dst))
             elif kind == b"w:":
-                ns_e, cid_e = _text(f).split(":")[1:3]
-                src, dst = place(source, K.writes_prefix(ns_e, cid_e)), place(target, K.writes_prefix(ns_e, cid_e))
-                digests = _write_digests(v)
-                cut = v.index(b":") + 1 + len(digests) if v[:1] == b"W" else 0
-                v = v[:cut] + seal(codec.open(v[cut:], src), dst)
+                parts = _text(f).split(":")
+                if len(parts) == 3:  # a checkpoint's packed writes, each bound to its own name
+                    entries = []
+                    for task, idx, w in _packed_writes(v, describe(src)):
+                        name = K.write_field(parts[1], parts[2], task, idx)
+                        entries.append(
+                            (task, idx, _resealed_write(w, place(source, name), place(target, name), codec.open, seal))
+                        )
+                    v = _pack_writes(entries)
+                elif v[:1] == b"+":  # a format-2 write in a field of its own, bound to it
+                    v = b"+" + _resealed_write(v[1:], src, dst, codec.open, seal)
+                else:  # format 1: bound to its checkpoint
+                    prefix = K.writes_prefix(*parts[1:3])
+                    v = _resealed_write(v, place(source, prefix), place(target, prefix), codec.open, seal)
             out += (f, v)
         return out
 
@@ -795,22 +804,31 @@ class Engine:
         return TaggedList(_text(kind), listed) if kind else listed
 
     def _writes(
-        self, records: builtins.list[bytes | None], items: dict[bytes, Any], thread_id: str, ns_e: str, cid_e: str
+        self, named: builtins.list[bytes | None], items: dict[bytes, Any], thread_id: str, ns_e: str, cid_e: str
     ) -> builtins.list[Write]:
+        """The writes of a reply ({name, value, ...}, see writes_of in _lib.lua): a value
+        after '+' is format 2, bound to its name, which gives its task and index; any other
+        is format 1, bound to its checkpoint, with its task and index inside."""
         out = []
-        where = place(thread_id, K.writes_prefix(ns_e, cid_e))
-        for raw in records:
-            if raw is None:  # deleted between the index read and the fetch: not a write anymore
+        what = f"thread {thread_id!r}, a write to checkpoint {dec(cid_e)!r}"
+        for name, raw in zip(named[::2], named[1::2], strict=True):
+            if not raw:  # deleted between the index read and the fetch: not a write anymore
                 continue
+            task_idx: tuple[str, int] | None = None
+            if raw[:1] == b"+":
+                where = place(thread_id, bytes(name or b""))
+                task_idx = _task_idx(_text(name or b""), what)
+                raw = raw[1:]
+            else:
+                where = place(thread_id, K.writes_prefix(ns_e, cid_e))
             listed = None
-            what = f"thread {thread_id!r}, a write to checkpoint {dec(cid_e)!r}"
             if raw[:1] == b"W":  # a list of items stored by digest: W<n>:<digests><record>
                 digests = _write_digests(raw)
                 if not digests and raw[1:2] != b"0":
                     raise StoredDataError(f"{what} is damaged: its list of items cannot be read")
                 raw = raw[raw.index(b":") + 1 + len(digests) :]
                 listed = [items.get(digests[k : k + 16]) for k in range(0, len(digests), 16)]
-            task_id, channel, plain, task_path, idx = unpack_write(self.codec.open(raw, where), what)
+            task_id, channel, plain, task_path, idx = unpack_write(self.codec.open(raw, where), what, task_idx)
             if listed is not None:
                 value = self.codec.load_list(listed, where)
             elif plain is None:
@@ -936,9 +954,47 @@ def _bound(codec: ValueCodec) -> bool:
     return codec.encryption is not None or codec.serde_cipher is not None
 
 
+def _task_idx(name: str, what: str) -> tuple[str, int]:
+    """The task id and index a format-2 write is named by ('w:<ns>:<cid>:<task>:<idx>')."""
+    parts = name.split(":")
+    try:
+        return dec(parts[3]), int(parts[4])
+    except (IndexError, ValueError):
+        raise StoredDataError(f"{what} is damaged: its name {name!r} is not a write's") from None
+
+
+def _packed_writes(raw: bytes, what: str) -> builtins.list[tuple[str, str, bytes]]:
+    """The entries (task, idx, value) of a packed writes field: '<task> <idx> <len> <value>'..."""
+    out, pos = [], 0
+    while pos < len(raw):
+        head = raw[pos : pos + 512].split(b" ", 3)
+        try:
+            task, idx, size = head[0].decode(), head[1].decode(), int(head[2])
+        except (IndexError, UnicodeDecodeError, ValueError):
+            raise StoredDataError(f"{what} is damaged: its packed writes cannot be read") from None
+        start = pos + len(head[0]) + len(head[1]) + len(head[2]) + 3
+        if start + size > len(raw):
+            raise StoredDataError(f"{what} is damaged: its packed writes are truncated")
+        out.append((task, idx, raw[start : start + size]))
+        pos = start + size
+    return out
+
+
+def _pack_writes(entries: builtins.list[tuple[str, str, bytes]]) -> bytes:
+    return b"".join(f"{task} {idx} {len(v)} ".encode() + v for task, idx, v in entries)
+
+
+def _resealed_write(v: bytes, src: bytes, dst: bytes, open_: Any, seal: Any) -> bytes:
+    """A write value (a record, or W<n>:<digests><record>) sealed again for ``dst``."""
+    cut = v.index(b":") + 1 + len(_write_digests(v)) if v[:1] == b"W" else 0
+    return v[:cut] + seal(open_(v[cut:], src), dst)
+
+
 def _write_digests(raw: bytes) -> bytes:
     """The item digests of a write record stored by digest (b'' for any other, or for a
     damaged one, which decoding the record then names)."""
+    if raw[:1] == b"+":
+        raw = raw[1:]
     if raw[:1] != b"W":
         return b""
     colon = raw.find(b":", 1, 16)

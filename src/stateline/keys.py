@@ -18,6 +18,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, unquote
 
 from .errors import InvalidInput
@@ -165,12 +166,14 @@ def value_prefix(ns: str, channel: str) -> str:
     return f"b:{ns}:{enc(channel)}:"
 
 
-def write_field(ns: str, cid: str, task_id: str, idx: int) -> str:
-    return f"w:{ns}:{cid}:{enc(task_id)}:{idx}"
+def write_field(ns: str, cid: str, task: str, idx: int | str) -> str:
+    """The name of a pending write (task id encoded): its own field, or the name it has
+    in its checkpoint's packed writes field; what its envelope is bound to (format 2)."""
+    return f"w:{ns}:{cid}:{task}:{idx}"
 
 
 def writes_prefix(ns: str, cid: str) -> str:
-    """Where a checkpoint's writes live (what their envelopes are bound to)."""
+    """What the envelopes of a checkpoint's writes were bound to in format 1."""
     return f"w:{ns}:{cid}:"
 
 
@@ -182,6 +185,16 @@ def after(ns: str | None, last_ns: str, last_cid: str) -> str:
 def kind_range(kind: str) -> tuple[bytes, bytes]:
     """ZRANGEBYLEX bounds of every index member of a kind: c (checkpoints), w (writes), r (runs)."""
     return f"[{kind}:".encode(), f"[{kind}:".encode() + b"\xff"
+
+
+def count_writes(data: str, index: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The two commands that count a thread's pending writes (see ``writes_counted``): the
+    packed ones (``nw``) and those in fields of their own (their index members)."""
+    return ("HGET", data, "nw"), ("ZLEXCOUNT", index, *kind_range("w"))
+
+
+def writes_counted(packed: Any, own: int) -> int:
+    return int(packed or 0) + own
 
 
 def run_of(member: bytes) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 from langgraph.checkpoint.base import WRITES_IDX_MAP, CheckpointTuple
 
 from .errors import InvalidInput, StatelineError
-from .keys import Schema, dec, enc, kind_range
+from .keys import Schema, count_writes, dec, enc, kind_range, writes_counted
 from .langgraph import RedisSaver
 from .plan import Batch, Command, Plan, named, together
 from .records import Write
@@ -169,16 +169,19 @@ def _existing(schema: Schema, threads: list[str]) -> Plan[list[str]]:
 
 
 def _counts(schema: Schema, threads: list[str]) -> Plan[dict[str, tuple[int, int]]]:
-    """Checkpoints and pending writes stored per thread (two ZLEXCOUNTs each, pipelined)."""
+    """Checkpoints and pending writes stored per thread (three counts each, pipelined)."""
     out: dict[str, tuple[int, int]] = {}
     for i in range(0, len(threads), _CHUNK):
         chunk = threads[i : i + _CHUNK]
         steps = []
         for t in chunk:
-            index = schema.thread(t).index
-            steps += [Command(("ZLEXCOUNT", index, *kind_range(k))) for k in ("c", "w")]
+            keys = schema.thread(t)
+            steps += [
+                Command(("ZLEXCOUNT", keys.index, *kind_range("c"))),
+                *(Command(c) for c in count_writes(keys.data, keys.index)),
+            ]
         reply = yield Batch(tuple(steps))
-        out.update((t, (reply[2 * j], reply[2 * j + 1])) for j, t in enumerate(chunk))
+        out.update((t, (reply[3 * j], writes_counted(reply[3 * j + 1], reply[3 * j + 2]))) for j, t in enumerate(chunk))
     return out
 
 

@@ -75,17 +75,17 @@ def thread_stats(engine: Engine, thread_ids: Sequence[str] | None, *, memory: bo
             k = engine.keys(t)
             commands += (
                 Command(("ZLEXCOUNT", k.index, *K.kind_range("c"))),
-                Command(("ZLEXCOUNT", k.index, *K.kind_range("w"))),
+                *(Command(c) for c in K.count_writes(k.data, k.index)),
                 Command(("PTTL", k.index)),
             )
             if memory:
                 commands += (Command(("MEMORY", "USAGE", k.data)), Command(("MEMORY", "USAGE", k.index)))
         replies = yield Batch(tuple(commands))
-        width = 5 if memory else 3
+        width = 6 if memory else 4
         for i, t in enumerate(step):
             got = replies[width * i : width * i + width]
-            size = (got[3] or 0) + (got[4] or 0) if memory else None
-            out.append(ThreadStats(t, got[0], got[1], size, got[2]))
+            size = (got[4] or 0) + (got[5] or 0) if memory else None
+            out.append(ThreadStats(t, got[0], K.writes_counted(got[1], got[2]), size, got[3]))
     return out
 
 

@@ -9,7 +9,12 @@
 --                            bytes each) are in chunks '<log>#<j>' of CHUNK, appended in place
 --     t:<ns>:<ch>            the id of the channel's newest log (the one a full list extends)
 --     e:<digest>             a list item
---     w:<ns>:<cid>:<task>:<idx>  pending write: a record, or 'W<n>:<digests><record>'
+--     w:<ns>:<cid>           the checkpoint's pending writes, packed (format 2): entries
+--                            '<task> <idx> <length> <value>', at most PACK bytes in all
+--     w:<ns>:<cid>:<task>:<idx>  a pending write in a field of its own: one that did not fit
+--                            the packed field ('+<value>'), or one stored in format 1
+--                            ('<value>'). A value is a record, or 'W<n>:<digests><record>'
+--     nw                     how many writes are packed (the others have index members)
 --     a:<ns>:<alias>         the cid an adapter's own id stands for
 --     n:<field>              reference count of a log, or of a b: or e: field referenced more
 --                            than once (a stored value or item without one has one); at 0
@@ -17,7 +22,9 @@
 --     k:<log>                '<count> <upto>': logs that share the first digests of this one
 --     v                      the thread's write generation (copies check it did not move)
 --   KEYS[2] = I, a sorted set (all scores 0, ordered by member bytes):
---     c:<ns>:<cid>, o:<cid> <ns> (all namespaces by id), w:<ns>:<cid>:<task>:<idx>,
+--     c:<ns>:<cid>, o:<cid> <ns> (the other namespaces' checkpoints by id: the root's are
+--     its c:: members; format 1 had them for the root too), w:<ns>:<cid>:<task>:<idx> (writes
+--     in fields of their own), p:<ns>:<cid> (packed writes whose checkpoint is not stored),
 --     r:<run>:<ns>:<cid>, s:<ns> (namespaces holding checkpoints or writes),
 --     g:<log> (logs nobody refers to, whose items collect() releases a few at a time)
 -- Components are percent-encoded by the client, so ':', ' ' and '#' never occur inside them.
@@ -25,14 +32,15 @@
 local D, I = KEYS[1], KEYS[2]
 local HI = '\255'
 local CHUNK = 64
+local PACK = 16384  -- a packed writes field stays small: each put_writes rewrites it whole
 
 -- A checkpoint record starts with a 4-byte length and a msgpack array the scripts read:
--- {format, parent cid, {value fields}, run, {DeltaChannel value prefixes}, alias}.
+-- {format (1 or 2), parent cid, {value fields}, run, {DeltaChannel value prefixes}, alias}.
 -- A record that is not one (damaged) fails the call with STATELINE_DAMAGED, which the
 -- client reports as StoredDataError naming the thread and the field `f`.
 local function meta(rec, f)
   local ok, _, m = pcall(cmsgpack.unpack_one, rec, 4)
-  if ok and type(m) == 'table' and m[1] == 1 and type(m[2]) == 'string' and type(m[3]) == 'table'
+  if ok and type(m) == 'table' and (m[1] == 1 or m[1] == 2) and type(m[2]) == 'string' and type(m[3]) == 'table'
       and type(m[4]) == 'string' and type(m[5]) == 'table' then
     local good = true
     for _, ref in ipairs(m[3]) do
@@ -40,10 +48,19 @@ local function meta(rec, f)
     end
     if good then return m end
   end
-  if ok and type(m) == 'table' and type(m[1]) == 'number' and m[1] > 1 then
+  if ok and type(m) == 'table' and type(m[1]) == 'number' and m[1] > 2 then
     error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. (f or '?') .. ' format ' .. m[1]})
   end
   error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. (f or '?')})
+end
+
+-- a < b by bytes, as the index orders members (Lua's own '<' follows the server's locale).
+local function bytes_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
 end
 
 local function head_member(ns)
@@ -295,11 +312,14 @@ local function collect(budget)
   return #by_prefix('g:', 1) == 0
 end
 
--- A write whose value is a list of items stored by digest: 'W<n>:<16n digest bytes><record>'.
+-- A write whose value is a list of items stored by digest: 'W<n>:<16n digest bytes><record>'
+-- (after a '+' in a field of its own, format 2).
 local function write_parts(v)
-  if not v or string.byte(v, 1) ~= 87 then return nil end  -- 87 = 'W'
-  local colon = string.find(v, ':', 2, true)
-  local n = colon and tonumber(string.sub(v, 2, colon - 1))
+  if not v then return nil end
+  local at = string.byte(v, 1) == 43 and 2 or 1  -- 43 = '+'
+  if string.byte(v, at) ~= 87 then return nil end  -- 87 = 'W'
+  local colon = string.find(v, ':', at + 1, true)
+  local n = colon and tonumber(string.sub(v, at + 1, colon - 1))
   if not n then return nil end  -- (damaged: the client names it)
   return string.sub(v, colon + 1, colon + 16 * n), string.sub(v, colon + 16 * n + 1)
 end
@@ -342,8 +362,54 @@ local function reply_logs(logs, known)
   return out
 end
 
+-- The entries {task, idx, value} of a packed writes field (its value `v`, or nil). A
+-- damaged one fails the call with STATELINE_DAMAGED naming the field.
+local function packed_writes(field, v)
+  local out, pos = {}, 1
+  while v and pos <= #v do
+    local task, idx, len, at = string.match(v, '^([^ ]+) (%-?%d+) (%d+) ()', pos)
+    if not task or at + len - 1 > #v then error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. field}) end
+    out[#out + 1] = {task, idx, string.sub(v, at, at + len - 1)}
+    pos = at + len
+  end
+  return out
+end
+
+local function pack_writes(entries)
+  local parts = {}
+  for _, e in ipairs(entries) do parts[#parts + 1] = e[1] .. ' ' .. e[2] .. ' ' .. #e[3] .. ' ' .. e[3] end
+  return table.concat(parts)
+end
+
+-- A checkpoint's pending writes as {name, value, ...}: the packed ones named
+-- 'w:<ns>:<cid>:<task>:<idx>' with their value after a '+' (format 2, as in a field of its
+-- own), then those in fields of their own (false: gone meanwhile).
 local function writes_of(ns, cid)
-  return hmget(by_prefix('w:' .. ns .. ':' .. cid .. ':'))
+  local packed, out = 'w:' .. ns .. ':' .. cid, {}
+  for _, e in ipairs(packed_writes(packed, redis.call('HGET', D, packed))) do
+    out[#out + 1] = packed .. ':' .. e[1] .. ':' .. e[2]
+    out[#out + 1] = '+' .. e[3]
+  end
+  local own = by_prefix(packed .. ':')
+  local values = hmget(own)
+  for i = 1, #own do
+    out[#out + 1] = own[i]
+    out[#out + 1] = values[i]
+  end
+  return out
+end
+
+-- Drops the packed writes of a checkpoint (releasing their items). How many went.
+local function drop_packed(ns, cid)
+  local packed = 'w:' .. ns .. ':' .. cid
+  local entries = packed_writes(packed, redis.call('HGET', D, packed))
+  for _, e in ipairs(entries) do release_write(e[3]) end
+  if #entries > 0 then
+    redis.call('HDEL', D, packed)
+    redis.call('HINCRBY', D, 'nw', -#entries)
+  end
+  redis.call('ZREM', I, 'p:' .. ns .. ':' .. cid)
+  return #entries
 end
 
 -- {ns, cid, record, {values by ref}, {writes}} for one stored checkpoint, or nil. With
@@ -387,6 +453,7 @@ local function drop_checkpoint(ns, cid)
   redis.call('HDEL', D, f)
   redis.call('ZREM', I, f, 'o:' .. cid .. ' ' .. ns)
   for _, ref in ipairs(m[3]) do release(ref) end
+  drop_packed(ns, cid)
   local writes = by_prefix('w:' .. ns .. ':' .. cid .. ':')
   local values = hmget(writes)
   for i = 1, #values do release_write(values[i]) end
@@ -395,11 +462,14 @@ local function drop_checkpoint(ns, cid)
   return 1
 end
 
--- Drops up to `budget` writes of namespace `ns` below member bound `below` whose
--- checkpoint is not stored (late writes, or writes of a checkpoint that never came).
--- Returns how many went and whether the range was exhausted.
+-- Drops up to `budget` writes of namespace `ns` below checkpoint id `below` (a member
+-- bound without its kind: '(<ns>:<cid>' or '[<ns>:<cid>:<HI>') whose checkpoint is not
+-- stored (late writes, or writes of a checkpoint that never came): in fields of their own
+-- (w: members), then packed (p: members). Returns how many went and whether both ranges
+-- were exhausted.
 local function drop_orphan_writes(ns, below, budget)
-  local ws = redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', below, 'LIMIT', 0, budget)
+  local bound = string.sub(below, 1, 1) .. 'w:' .. string.sub(below, 2)
+  local ws = redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', bound, 'LIMIT', 0, budget)
   local gone, values = {}, hmget(ws)
   for i, w in ipairs(ws) do
     local cid = string.match(w, '^w:[^:]*:([^:]*):')
@@ -410,7 +480,17 @@ local function drop_orphan_writes(ns, below, budget)
   end
   call_chunked('HDEL', D, gone)
   call_chunked('ZREM', I, gone)
-  return #gone, #ws < budget
+  local left = budget - #ws
+  if left <= 0 then return #gone, false end
+  bound = string.sub(below, 1, 1) .. 'p:' .. string.sub(below, 2)
+  local ps = redis.call('ZRANGEBYLEX', I, '[p:' .. ns .. ':', bound, 'LIMIT', 0, left)
+  local went = #gone
+  for _, p in ipairs(ps) do
+    local cid = string.match(p, '^p:[^:]*:(.*)$')
+    if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then went = went + drop_packed(ns, cid) end
+    redis.call('ZREM', I, p)  -- (a stored checkpoint's packed writes go with it)
+  end
+  return went, #ps < left
 end
 
 local function has_value(refs, prefix)
@@ -466,14 +546,14 @@ local function trim(ns, keep, budget, written, written_rec)
       removed = removed + drop_checkpoint(ns, cid)
     end
   end
-  local late, done = drop_orphan_writes(ns, '(w:' .. string.sub(oldest, 3), budget)
+  local late, done = drop_orphan_writes(ns, '(' .. string.sub(oldest, 3), budget)
   return removed + late, done and #older < budget
 end
 
 -- Deletes the thread's keys once it holds no checkpoint and no write (a thread left with
 -- nothing, counters and all). UNLINK: memory is freed off the main thread.
 local function drop_if_empty()
-  if #by_prefix('c:', 1) == 0 and #by_prefix('w:', 1) == 0 then
+  if #by_prefix('c:', 1) == 0 and #by_prefix('w:', 1) == 0 and #by_prefix('p:', 1) == 0 then
     redis.call('UNLINK', D, I)
     return true
   end
@@ -484,7 +564,7 @@ local function bump()
   redis.call('HINCRBY', D, 'v', 1)
 end
 
--- The write lists (field `at`) of reply entries that have them.
+-- The write lists (field `at`: {name, value, ...}) of reply entries that have them.
 local function writes_in(entries, at)
   local out = {}
   for _, e in ipairs(entries) do
@@ -515,8 +595,8 @@ local function items_for(log_list, write_lists, inline)
     if ds and not add(ds) then return {} end
   end
   for _, writes in ipairs(write_lists) do
-    for _, v in ipairs(writes) do
-      local ds = write_parts(v)
+    for i = 2, #writes, 2 do
+      local ds = write_parts(writes[i])
       if ds and not add(ds) then return {} end
     end
   end

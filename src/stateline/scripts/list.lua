@@ -14,9 +14,32 @@ if ARGV[5] ~= '' then
   local before = resolve(ns, ARGV[5])  -- (every namespace: no alias, ids are the engine's)
   if all == '1' then upper = '(o:' .. before .. ' ' else upper = '(c:' .. ns .. ':' .. before end
 end
+-- Every namespace: the root's checkpoints (c:: members) merged with the others' (o:<cid>
+-- <ns>), newest first, in the order of 'o:<cid> <ns>' (a root checkpoint stands as
+-- 'o:<cid> ', which format 1 also stored: taken once). `upper` is such a bound.
+local function every_namespace()
+  local others = redis.call('ZREVRANGEBYLEX', I, upper ~= '' and upper or ('[o:' .. HI), '[o:', 'LIMIT', 0, count)
+  local root_upper = '[c::' .. HI
+  if upper ~= '' then
+    local cid, m_ns = string.match(upper, '^%(o:([^ ]*) (.*)$')
+    root_upper = (m_ns == '' and '(c::' or '[c::') .. cid
+  end
+  local roots = redis.call('ZREVRANGEBYLEX', I, root_upper, '[c::', 'LIMIT', 0, count)
+  local out, i, j = {}, 1, 1
+  while #out < count and (i <= #others or j <= #roots) do
+    local root = roots[j] and ('o:' .. string.sub(roots[j], 4) .. ' ')
+    if not others[i] or (root and bytes_before(others[i], root)) then
+      out[#out + 1], j = root, j + 1
+    else
+      if root == others[i] then j = j + 1 end
+      out[#out + 1], i = others[i], i + 1
+    end
+  end
+  return out
+end
 local members
 if all == '1' then
-  members = redis.call('ZREVRANGEBYLEX', I, upper ~= '' and upper or ('[o:' .. HI), '[o:', 'LIMIT', 0, count)
+  members = every_namespace()
 else
   local low = '[c:' .. ns .. ':'
   members = redis.call('ZREVRANGEBYLEX', I, upper ~= '' and upper or (low .. HI), low, 'LIMIT', 0, count)

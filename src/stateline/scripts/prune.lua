@@ -13,7 +13,7 @@ for _, s in ipairs(spaces) do
   removed = removed + went
   if done then  -- late writes up to the head (all of them in a namespace without checkpoints)
     local head = head_member(ns)
-    local bound = head and ('[w:' .. string.sub(head, 3) .. ':' .. HI) or ('[w:' .. ns .. ':' .. HI)
+    local bound = head and ('[' .. string.sub(head, 3) .. ':' .. HI) or ('[' .. ns .. ':' .. HI)
     local late
     late, done = drop_orphan_writes(ns, bound, budget)
     removed = removed + late
@@ -23,7 +23,9 @@ for _, s in ipairs(spaces) do
     collect(256)
     return {removed, ns, 1}
   end
-  if not head_member(ns) and #by_prefix('w:' .. ns .. ':', 1) == 0 then redis.call('ZREM', I, s) end
+  if not head_member(ns) and #by_prefix('w:' .. ns .. ':', 1) == 0 and #by_prefix('p:' .. ns .. ':', 1) == 0 then
+    redis.call('ZREM', I, s)
+  end
 end
 if removed > 0 then bump() end
 local done = collect(256)

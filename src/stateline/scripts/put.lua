@@ -25,14 +25,6 @@ local partial = check_whole()
 if partial then return partial end
 local rec = ARGV[2]
 
--- a < b by bytes, as the index orders members (Lua's own '<' follows the server's locale).
-local function bytes_before(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 local member = 'c:' .. ns .. ':' .. cid
 
 if expect ~= '' then
@@ -191,7 +183,9 @@ redis.call('HSET', D, member, rec)
 if old_rec then
   for _, f in ipairs(meta(old_rec)[3]) do release(f) end
 end
-redis.call('ZADD', I, 0, member, 0, 'o:' .. cid .. ' ' .. ns, 0, 's:' .. ns)
+redis.call('ZADD', I, 0, member, 0, 's:' .. ns)
+if ns ~= '' then redis.call('ZADD', I, 0, 'o:' .. cid .. ' ' .. ns) end  -- (the root's: its c:: members)
+redis.call('ZREM', I, 'p:' .. ns .. ':' .. cid)  -- its writes came first: they go with it now
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
 if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N

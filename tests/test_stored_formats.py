@@ -1,9 +1,9 @@
-"""Stored format 1 is frozen: threads stored by the version that froze it (tests/fixtures/
-format1/*.json: every field and index member of a thread, as the server held them) must
-read, whole and unchanged, with every later version of stateline.
+"""Stored formats are frozen: threads stored by the version that froze each one (tests/
+fixtures/format<N>/*.json: every field and index member of a thread, as the server held
+them) must read, whole and unchanged, with every later version of stateline, and go on.
 
-    python -m tests.test_format1 <redis url>     # wrote the fixtures (never run it again:
-                                                 # a fixture is what an old version stored)
+    python -m tests.test_stored_formats <redis url> format2   # wrote format 2's fixtures
+    (never run it again for an existing format: a fixture is what an old version stored)
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from stateline.elements import ITEMS
 from stateline.langgraph import RedisSaver
 from stateline.runner import run
 
-HERE = Path(__file__).parent / "fixtures" / "format1"
+FIXTURES = Path(__file__).parent / "fixtures"
+FORMATS = ("format1", "format2")
+HERE = FIXTURES / "format1"
 KEY = bytes(range(32))  # the fixture's key: a test key, published with the fixture
 
 
@@ -75,13 +77,16 @@ def _read_seed(cp: SyncRedisCheckpointer, session: str) -> Any:
     return [repr(c.to_dict()) for c in cp.list(session, limit=None)]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", ["plain", "compressed", "encrypted"])
-def test_a_langgraph_thread_stored_in_format_1_reads_unchanged(url: str, prefix: str, name: str) -> None:
-    fixture = json.loads((HERE / f"{name}.json").read_text())
+def test_a_langgraph_thread_stored_in_an_older_format_reads_unchanged(
+    url: str, prefix: str, fmt: str, name: str
+) -> None:
+    fixture = json.loads((FIXTURES / fmt / f"{name}.json").read_text())
     saver = RedisSaver(url, prefix=prefix, **_settings(name))
     _restore(saver.engine, saver._run, fixture)
     assert _read(saver, fixture["thread"]) == fixture["expected"]
-    # and the thread goes on: a new turn on top of what format 1 stored
+    # and the thread goes on: a new turn on top of what that format stored
     from stateline.bench.agent import build_graph
 
     app = build_graph(saver)
@@ -91,8 +96,9 @@ def test_a_langgraph_thread_stored_in_format_1_reads_unchanged(url: str, prefix:
     assert len(app.get_state(cfg).values["messages"]) == before + 4
 
 
-def test_a_seed_api_session_stored_in_format_1_reads_unchanged(url: str, prefix: str) -> None:
-    fixture = json.loads((HERE / "seed.json").read_text())
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_seed_api_session_stored_in_an_older_format_reads_unchanged(url: str, prefix: str, fmt: str) -> None:
+    fixture = json.loads((FIXTURES / fmt / "seed.json").read_text())
     with SyncRedisCheckpointer(url, prefix=prefix) as cp:
         _restore(cp.engine, lambda plan: run(cp._conn.sync, plan), fixture)
         assert _read_seed(cp, fixture["thread"]) == fixture["expected"]
@@ -107,14 +113,14 @@ def _restore(engine: Any, runs: Any, fixture: dict) -> None:
 # -- how the fixtures were made ---------------------------------------------------------------
 
 
-def _dump(engine: Any, runs: Any, thread: str, expected: Any) -> dict:
+def _dump(engine: Any, runs: Any, thread: str, expected: Any, fmt: int) -> dict:
     fields, members = runs(engine.dump(thread))
     pairs = [
         [base64.b64encode(fields[i]).decode(), base64.b64encode(fields[i + 1]).decode()]
         for i in range(0, len(fields), 2)
     ]
     return {
-        "format": 1,
+        "format": fmt,
         "thread": thread,
         "fields": sorted(pairs),
         "members": sorted(base64.b64encode(m).decode() for m in members),
@@ -122,10 +128,16 @@ def _dump(engine: Any, runs: Any, thread: str, expected: Any) -> dict:
     }
 
 
-def _write(url: str) -> None:
-    from stateline.bench.agent import build_graph
+def _write(url: str, fmt: str) -> None:
+    from langgraph.checkpoint.base import empty_checkpoint
 
-    HERE.mkdir(parents=True, exist_ok=True)
+    from stateline.bench.agent import build_graph
+    from stateline.codec import FORMAT
+
+    if fmt != f"format{FORMAT}" or (FIXTURES / fmt).exists():
+        raise SystemExit(f"this version writes format{FORMAT}, and only once: {FIXTURES / fmt} is what it stored")
+    here = FIXTURES / fmt
+    here.mkdir(parents=True)
     for name in ("plain", "compressed", "encrypted"):
         saver = RedisSaver(url, prefix=f"fixture-{name}:", **_settings(name))
         app = build_graph(saver)
@@ -136,8 +148,14 @@ def _write(url: str) -> None:
             )
         head = saver.get_tuple(cfg)
         saver.put_writes(head.config, [("messages", [HumanMessage(content="pending", id="p")]), ("note", 1)], "t1")
-        fixture = _dump(saver.engine, saver._run, "chat ü:{1}", _read(saver, "chat ü:{1}"))
-        (HERE / f"{name}.json").write_text(json.dumps(fixture, indent=0, sort_keys=True) + "\n")
+        for task in range(24):  # a wide step: packed writes, then writes in fields of their own
+            saver.put_writes(
+                head.config, [("out", " ".join(str(task * 7919 + k * k) for k in range(200)))], f"wide-{task}"
+            )
+        sub = {"configurable": {"thread_id": "chat ü:{1}", "checkpoint_ns": "tool:1"}}
+        saver.put(sub, empty_checkpoint(), {"source": "loop", "step": 0}, {})  # a subgraph's checkpoint
+        fixture = _dump(saver.engine, saver._run, "chat ü:{1}", _read(saver, "chat ü:{1}"), FORMAT)
+        (here / f"{name}.json").write_text(json.dumps(fixture, indent=0, sort_keys=True) + "\n")
     with SyncRedisCheckpointer(url, prefix="fixture-seed:") as cp:
         first = Checkpoint(
             session_id="session 1",
@@ -163,9 +181,11 @@ def _write(url: str) -> None:
             created_at=dt.datetime(2026, 6, 1, 12, 31, tzinfo=dt.timezone.utc),
         )
         cp.save(second)
-        fixture = _dump(cp.engine, lambda plan: run(cp._conn.sync, plan), "session 1", _read_seed(cp, "session 1"))
-        (HERE / "seed.json").write_text(json.dumps(fixture, indent=0, sort_keys=True) + "\n")
+        fixture = _dump(
+            cp.engine, lambda plan: run(cp._conn.sync, plan), "session 1", _read_seed(cp, "session 1"), FORMAT
+        )
+        (here / "seed.json").write_text(json.dumps(fixture, indent=0, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
-    _write(sys.argv[1])
+    _write(sys.argv[1], sys.argv[2])
