@@ -18,6 +18,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
 from stateline import StoredDataError
+from stateline.engine import _packed_writes, _write_digests
 from stateline.langgraph import RedisSaver, ShallowRedisSaver
 
 from . import servers
@@ -156,11 +157,11 @@ def _check_counts(fields: dict[bytes, bytes]) -> None:
                 ref(value_field.encode())
         elif f.startswith(b"b:") and v.startswith(b"L"):
             ref(v[1:].split(b":", 1)[1].split(b"|")[0])
-        elif f.startswith(b"w:") and v.startswith(b"W"):
-            colon = v.index(b":")
-            digests = v[colon + 1 : colon + 1 + 16 * int(v[1:colon])]
-            for k in range(0, len(digests), 16):
-                ref(b"e:" + digests[k : k + 16])
+        elif f.startswith(b"w:"):  # packed writes, or one in a field of its own
+            writes = [w for _, _, w in _packed_writes(v, "")] if f.count(b":") == 2 else [v]
+            for digests in map(_write_digests, writes):
+                for k in range(0, len(digests), 16):
+                    ref(b"e:" + digests[k : k + 16])
         elif f.startswith(b"l:") and b"#" in f:
             for k in range(0, len(v), 16):
                 ref(b"e:" + v[k : k + 16])

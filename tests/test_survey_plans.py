@@ -55,13 +55,13 @@ def test_stats_go_a_hundred_threads_per_round_trip() -> None:
     step = plan.send(None)
     while True:
         sizes.append(len(step.steps))
-        n = len(step.steps) // 3
+        n = len(step.steps) // 4  # checkpoints, packed writes, writes of their own, TTL
         try:
-            step = plan.send([0, 0, -2] * n)
+            step = plan.send([0, None, 0, -2] * n)
         except StopIteration as done:
             stats = done.value
             break
-    assert sizes == [300, 300, 150] and len(stats) == 250 and not any(s.exists for s in stats)
+    assert sizes == [400, 400, 200] and len(stats) == 250 and not any(s.exists for s in stats)
 
 
 def test_a_cursor_that_is_not_one_is_bad_input() -> None:
