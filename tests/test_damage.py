@@ -70,8 +70,8 @@ def _future(field: bytes, value: bytes, rng: random.Random) -> bytes | None:
     if field.startswith(b"w:"):
         at = 0
         if field.count(b":") == 2:  # packed writes: the first entry's value
-            task, idx, size, _ = value.split(b" ", 3)
-            at = len(task) + len(idx) + len(size) + 3
+            count, _, rest = value.partition(b"\n")
+            at = len(count) + 1 + int(count.rstrip(b"+"))
         at += value[at : at + 1] == b"+"
         if value[at : at + 1] == b"W":
             colon = value.index(b":", at)

@@ -158,7 +158,7 @@ def _check_counts(fields: dict[bytes, bytes]) -> None:
         elif f.startswith(b"b:") and v.startswith(b"L"):
             ref(v[1:].split(b":", 1)[1].split(b"|")[0])
         elif f.startswith(b"w:"):  # packed writes, or one in a field of its own
-            writes = [w for _, _, w in _packed_writes(v, "")] if f.count(b":") == 2 else [v]
+            writes = [w for _, _, w in _packed_writes(v, "")[0]] if f.count(b":") == 2 else [v]
             for digests in map(_write_digests, writes):
                 for k in range(0, len(digests), 16):
                     ref(b"e:" + digests[k : k + 16])

@@ -771,13 +771,14 @@ class Engine:
             elif kind == b"w:":
                 parts = _text(f).split(":")
                 if len(parts) == 3:  # a checkpoint's packed writes, each bound to its own name
+                    packed, spilled = _packed_writes(v, describe(src))
                     entries = []
-                    for task, idx, w in _packed_writes(v, describe(src)):
+                    for task, idx, w in packed:
                         name = K.write_field(parts[1], parts[2], task, idx)
                         entries.append(
                             (task, idx, _resealed_write(w, place(source, name), place(target, name), codec.open, seal))
                         )
-                    v = _pack_writes(entries)
+                    v = _pack_writes(entries, spilled)
                 elif v[:1] == b"+":  # a format-2 write in a field of its own, bound to it
                     v = b"+" + _resealed_write(v[1:], src, dst, codec.open, seal)
                 else:  # format 1: bound to its checkpoint
@@ -963,25 +964,29 @@ def _task_idx(name: str, what: str) -> tuple[str, int]:
         raise StoredDataError(f"{what} is damaged: its name {name!r} is not a write's") from None
 
 
-def _packed_writes(raw: bytes, what: str) -> builtins.list[tuple[str, str, bytes]]:
-    """The entries (task, idx, value) of a packed writes field: '<task> <idx> <len> <value>'..."""
-    out, pos = [], 0
-    while pos < len(raw):
-        head = raw[pos : pos + 512].split(b" ", 3)
-        try:
-            task, idx, size = head[0].decode(), head[1].decode(), int(head[2])
-        except (IndexError, UnicodeDecodeError, ValueError):
-            raise StoredDataError(f"{what} is damaged: its packed writes cannot be read") from None
-        start = pos + len(head[0]) + len(head[1]) + len(head[2]) + 3
-        if start + size > len(raw):
-            raise StoredDataError(f"{what} is damaged: its packed writes are truncated")
-        out.append((task, idx, raw[start : start + size]))
-        pos = start + size
-    return out
+def _packed_writes(raw: bytes, what: str) -> tuple[builtins.list[tuple[str, str, bytes]], bool]:
+    """The entries (task, idx, value) of a packed writes field, and whether writes of its
+    checkpoint have fields of their own: '<n>\n' or '<n>+\n', n bytes of heads '<task> <idx>
+    <length>\n', then the values (see _lib.lua)."""
+    count, sep, rest = raw.partition(b"\n")
+    spilled = count.endswith(b"+")
+    try:
+        n = int(count.rstrip(b"+"))
+        entries = [(t, i, int(size)) for t, i, size in (h.split(" ") for h in rest[:n].decode().splitlines())]
+    except (UnicodeDecodeError, ValueError):
+        raise StoredDataError(f"{what} is damaged: its packed writes cannot be read") from None
+    values, out, pos = rest[n:], [], 0
+    for task, idx, size in entries:
+        out.append((task, idx, values[pos : pos + size]))
+        pos += size
+    if not sep or pos != len(values):
+        raise StoredDataError(f"{what} is damaged: its packed writes cannot be read")
+    return out, spilled
 
 
-def _pack_writes(entries: builtins.list[tuple[str, str, bytes]]) -> bytes:
-    return b"".join(f"{task} {idx} {len(v)} ".encode() + v for task, idx, v in entries)
+def _pack_writes(entries: builtins.list[tuple[str, str, bytes]], spilled: bool) -> bytes:
+    heads = "".join(f"{task} {idx} {len(v)}\n" for task, idx, v in entries).encode()
+    return str(len(heads)).encode() + (b"+\n" if spilled else b"\n") + heads + b"".join(v for _, _, v in entries)
 
 
 def _resealed_write(v: bytes, src: bytes, dst: bytes, open_: Any, seal: Any) -> bytes:

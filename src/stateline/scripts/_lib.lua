@@ -9,8 +9,10 @@
 --                            bytes each) are in chunks '<log>#<j>' of CHUNK, appended in place
 --     t:<ns>:<ch>            the id of the channel's newest log (the one a full list extends)
 --     e:<digest>             a list item
---     w:<ns>:<cid>           the checkpoint's pending writes, packed (format 2): entries
---                            '<task> <idx> <length> <value>', at most PACK bytes in all
+--     w:<ns>:<cid>           the checkpoint's pending writes, packed (format 2), at most
+--                            PACK bytes: '<n>\n' ('<n>+\n' once a write of the checkpoint
+--                            did not fit, and has a field of its own), n bytes of heads
+--                            '<task> <idx> <length>\n', then the values in the same order
 --     w:<ns>:<cid>:<task>:<idx>  a pending write in a field of its own: one that did not fit
 --                            the packed field ('+<value>'), or one stored in format 1
 --                            ('<value>'). A value is a record, or 'W<n>:<digests><record>'
@@ -32,7 +34,7 @@
 local D, I = KEYS[1], KEYS[2]
 local HI = '\255'
 local CHUNK = 64
-local PACK = 16384  -- a packed writes field stays small: each put_writes rewrites it whole
+local PACK = 4096  -- a packed writes field stays small: each put_writes rewrites it whole
 
 -- A checkpoint record starts with a 4-byte length and a msgpack array the scripts read:
 -- {format (1 or 2), parent cid, {value fields}, run, {DeltaChannel value prefixes}, alias}.
@@ -362,23 +364,39 @@ local function reply_logs(logs, known)
   return out
 end
 
--- The entries {task, idx, value} of a packed writes field (its value `v`, or nil). A
--- damaged one fails the call with STATELINE_DAMAGED naming the field.
+-- A packed writes field (its value `v`, or nil) as its heads, after a '\n' (so that
+-- string.find('\n<task> <idx> ', plain) finds a write without reading the values), where
+-- its values start in `v`, and whether writes of the checkpoint have fields of their own.
+-- A damaged one fails the call with STATELINE_DAMAGED naming the field.
+local function packed_parts(field, v)
+  if not v then return '\n', 1, false end
+  local n, spilled, at = string.match(v, '^(%d+)(%+?)\n()')
+  if not n or at + n > #v + 1 then error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. field}) end
+  return '\n' .. string.sub(v, at, at + n - 1), at + n, spilled == '+'
+end
+
+-- The entries {task, idx, value} of a packed writes field.
 local function packed_writes(field, v)
+  local heads, at = packed_parts(field, v)
+  local values = v and string.sub(v, at) or ''
   local out, pos = {}, 1
-  while v and pos <= #v do
-    local task, idx, len, at = string.match(v, '^([^ ]+) (%-?%d+) (%d+) ()', pos)
-    if not task or at + len - 1 > #v then error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. field}) end
-    out[#out + 1] = {task, idx, string.sub(v, at, at + len - 1)}
-    pos = at + len
+  for task, idx, len in string.gmatch(heads, '([^ \n]+) (%-?%d+) (%d+)\n') do
+    out[#out + 1] = {task, idx, string.sub(values, pos, pos + len - 1)}
+    pos = pos + len
   end
+  if pos ~= #values + 1 then error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. field}) end
   return out
 end
 
-local function pack_writes(entries)
-  local parts = {}
-  for _, e in ipairs(entries) do parts[#parts + 1] = e[1] .. ' ' .. e[2] .. ' ' .. #e[3] .. ' ' .. e[3] end
-  return table.concat(parts)
+-- A packed writes field: the heads and values of packed_parts, then `entries`.
+local function pack_writes(heads, values, spilled, entries)
+  local h, v = {string.sub(heads, 2)}, {values}
+  for _, e in ipairs(entries) do
+    h[#h + 1] = e[1] .. ' ' .. e[2] .. ' ' .. #e[3] .. '\n'
+    v[#v + 1] = e[3]
+  end
+  local head = table.concat(h)
+  return #head .. (spilled and '+' or '') .. '\n' .. head .. table.concat(v)
 end
 
 -- A checkpoint's pending writes as {name, value, ...}: the packed ones named
@@ -402,12 +420,11 @@ end
 -- Drops the packed writes of a checkpoint (releasing their items). How many went.
 local function drop_packed(ns, cid)
   local packed = 'w:' .. ns .. ':' .. cid
-  local entries = packed_writes(packed, redis.call('HGET', D, packed))
-  for _, e in ipairs(entries) do release_write(e[3]) end
-  if #entries > 0 then
-    redis.call('HDEL', D, packed)
-    redis.call('HINCRBY', D, 'nw', -#entries)
-  end
+  local v = redis.call('HGET', D, packed)
+  local entries = packed_writes(packed, v)
+  for _, e in ipairs(entries) do release_write(e[3]) end  -- (those of their own go apart)
+  if v then redis.call('HDEL', D, packed) end
+  if #entries > 0 then redis.call('HINCRBY', D, 'nw', -#entries) end
   redis.call('ZREM', I, 'p:' .. ns .. ':' .. cid)
   return #entries
 end

@@ -39,16 +39,28 @@ end
 
 local packed = 'w:' .. ns .. ':' .. cid
 local before = redis.call('HGET', D, packed)
-local entries = packed_writes(packed, before)
-local at, size = {}, before and #before or 0
-for i, e in ipairs(entries) do at[e[1] .. ' ' .. e[2]] = i end
-local added, changed, stored = 0, false, 0
+local heads, values_at, spilled = packed_parts(packed, before)
+-- Where a write not in the packed field may be: in a field of its own if one did not fit
+-- (spilled) or the checkpoint was stored in format 1, or is not stored (yet).
+local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
+local elsewhere = spilled or not rec or string.byte(rec, 6) ~= 2  -- (the record's format, see meta())
+local entries = nil  -- the packed writes, read only when one of them is replaced
+local new, new_at, members = {}, {}, {}  -- writes this call packs (by '<task> <idx>'), own fields
+local size, stored, changed = before and #before or 0, 0, false
 for i = first, #ARGV, 3 do
   local task, idx, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local overwrite = i < keep_first
-  local e = entries[at[task .. ' ' .. idx]]
+  local overwrite, key = i < keep_first, task .. ' ' .. idx
   local own = packed .. ':' .. task .. ':' .. idx
-  if e then  -- packed already
+  local e = new[new_at[key]]
+  if not e and string.find(heads, '\n' .. key .. ' ', 1, true) then  -- packed already
+    entries = entries or packed_writes(packed, before)
+    for _, x in ipairs(entries) do
+      if x[1] == task and x[2] == idx then e = x end
+    end
+  end
+  local grows = #key + #tostring(#v) + 2 + #v
+  local fits = size + grows <= PACK
+  if e then
     if overwrite then
       if e[3] ~= v then
         hold_write(v)
@@ -57,42 +69,52 @@ for i = first, #ARGV, 3 do
       end
       stored = stored + 1
     end
+  elseif not fits and not overwrite then  -- a field of its own, unless one holds it already
+    if redis.call('HSETNX', D, own, '+' .. v) == 1 then
+      members[#members + 1], members[#members + 2] = 0, own
+      hold_write(v)
+      stored = stored + 1
+    end
+    if not spilled then spilled, elsewhere, changed = true, true, true end  -- (marked: look there)
   else
-    local old = redis.call('HGET', D, own)  -- in a field of its own (format 1, or too big)
-    if old then
-      if overwrite then
-        if old ~= '+' .. v then
-          redis.call('HSET', D, own, '+' .. v)
-          hold_write(v)
-          release_write(old)
-        end
-        stored = stored + 1
-      end
-    else
-      local entry = #task + #idx + #tostring(#v) + 3 + #v
-      if size + entry <= PACK then
-        entries[#entries + 1] = {task, idx, v}
-        at[task .. ' ' .. idx] = #entries
-        size, added, changed = size + entry, added + 1, true
-      else
+    local old = elsewhere and redis.call('HGET', D, own)
+    if old then  -- in a field of its own (one that did not fit, or format 1)
+      if overwrite and old ~= '+' .. v then
         redis.call('HSET', D, own, '+' .. v)
-        redis.call('ZADD', I, 0, own)
+        hold_write(v)
+        release_write(old)
       end
+      stored = stored + (overwrite and 1 or 0)
+    elseif fits then
+      new[#new + 1] = {task, idx, v}
+      new_at[key], size, changed = #new, size + grows, true
+      hold_write(v)
+      stored = stored + 1
+    else
+      redis.call('HSET', D, own, '+' .. v)
+      members[#members + 1], members[#members + 2] = 0, own
+      if not spilled then spilled, elsewhere, changed = true, true, true end
       hold_write(v)
       stored = stored + 1
     end
   end
 end
+if #members > 0 then call_chunked('ZADD', I, members) end
 if changed then
-  redis.call('HSET', D, packed, pack_writes(entries))
-  if added > 0 then redis.call('HINCRBY', D, 'nw', added) end
-  -- Writes may come before their checkpoint (or for one that never comes): the index names
-  -- them, so that retention and prune find them (put removes the member).
-  if not before and redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then
-    redis.call('ZADD', I, 0, 'p:' .. ns .. ':' .. cid)
+  if entries then
+    for _, e in ipairs(new) do entries[#entries + 1] = e end
+    redis.call('HSET', D, packed, pack_writes('\n', '', spilled, entries))
+  else
+    redis.call('HSET', D, packed, pack_writes(heads, before and string.sub(before, values_at) or '', spilled, new))
   end
+  if #new > 0 then redis.call('HINCRBY', D, 'nw', #new) end
 end
-redis.call('ZADD', I, 0, 's:' .. ns)
+if not rec and not before then
+  -- Writes may come before their checkpoint (or for one that never comes): the index names
+  -- them, so that retention and prune find them (put removes the member), and their
+  -- namespace (a stored checkpoint's namespace is named already).
+  redis.call('ZADD', I, 0, 'p:' .. ns .. ':' .. cid, 0, 's:' .. ns)
+end
 collect(256)
 bump()
 expire(ttl)
