@@ -10,9 +10,11 @@
 --     t:<ns>:<ch>            the id of the channel's newest log (the one a full list extends)
 --     e:<digest>             a list item
 --     w:<ns>:<cid>           the checkpoint's pending writes, packed (format 2), at most
---                            PACK bytes: '<n>\n' ('<n>+\n' once a write of the checkpoint
---                            did not fit, and has a field of its own), n bytes of heads
---                            '<task> <idx> <length>\n', then the values in the same order
+--                            PACK bytes: '<n>\n' ('<n>+\n' when writes of the checkpoint
+--                            may be in fields of their own: one did not fit, or the
+--                            checkpoint was in format 1 or not stored when its first write
+--                            came), n bytes of heads '<task> <idx> <length>\n', then the
+--                            values in the same order
 --     w:<ns>:<cid>:<task>:<idx>  a pending write in a field of its own: one that did not fit
 --                            the packed field ('+<value>'), or one stored in format 1
 --                            ('<value>'). A value is a record, or 'W<n>:<digests><record>'
@@ -366,13 +368,13 @@ end
 
 -- A packed writes field (its value `v`, or nil) as its heads, after a '\n' (so that
 -- string.find('\n<task> <idx> ', plain) finds a write without reading the values), where
--- its values start in `v`, and whether writes of the checkpoint have fields of their own.
+-- its values start in `v`, and whether writes of the checkpoint may be in fields of their own.
 -- A damaged one fails the call with STATELINE_DAMAGED naming the field.
 local function packed_parts(field, v)
   if not v then return '\n', 1, false end
-  local n, spilled, at = string.match(v, '^(%d+)(%+?)\n()')
+  local n, elsewhere, at = string.match(v, '^(%d+)(%+?)\n()')
   if not n or at + n > #v + 1 then error({err = 'STATELINE_DAMAGED ' .. D .. ' ' .. field}) end
-  return '\n' .. string.sub(v, at, at + n - 1), at + n, spilled == '+'
+  return '\n' .. string.sub(v, at, at + n - 1), at + n, elsewhere == '+'
 end
 
 -- The entries {task, idx, value} of a packed writes field.
@@ -389,14 +391,14 @@ local function packed_writes(field, v)
 end
 
 -- A packed writes field: the heads and values of packed_parts, then `entries`.
-local function pack_writes(heads, values, spilled, entries)
+local function pack_writes(heads, values, elsewhere, entries)
   local h, v = {string.sub(heads, 2)}, {values}
   for _, e in ipairs(entries) do
     h[#h + 1] = e[1] .. ' ' .. e[2] .. ' ' .. #e[3] .. '\n'
     v[#v + 1] = e[3]
   end
   local head = table.concat(h)
-  return #head .. (spilled and '+' or '') .. '\n' .. head .. table.concat(v)
+  return #head .. (elsewhere and '+' or '') .. '\n' .. head .. table.concat(v)
 end
 
 -- A checkpoint's pending writes as {name, value, ...}: the packed ones named

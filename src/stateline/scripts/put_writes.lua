@@ -39,11 +39,14 @@ end
 
 local packed = 'w:' .. ns .. ':' .. cid
 local before = redis.call('HGET', D, packed)
-local heads, values_at, spilled = packed_parts(packed, before)
--- Where a write not in the packed field may be: in a field of its own if one did not fit
--- (spilled) or the checkpoint was stored in format 1, or is not stored (yet).
-local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
-local elsewhere = spilled or not rec or string.byte(rec, 6) ~= 2  -- (the record's format, see meta())
+-- A write not in the packed field may be in a field of its own (`elsewhere`) if one did
+-- not fit, or if the checkpoint was stored in format 1 or is not stored (yet).
+local heads, values_at, elsewhere = packed_parts(packed, before)
+local stored_rec = true
+if not before then
+  local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
+  stored_rec, elsewhere = rec ~= false, not rec or string.byte(rec, 6) ~= 2  -- (its format: see meta())
+end
 local entries = nil  -- the packed writes, read only when one of them is replaced
 local new, new_at, members = {}, {}, {}  -- writes this call packs (by '<task> <idx>'), own fields
 local size, stored, changed = before and #before or 0, 0, false
@@ -75,7 +78,7 @@ for i = first, #ARGV, 3 do
       hold_write(v)
       stored = stored + 1
     end
-    if not spilled then spilled, elsewhere, changed = true, true, true end  -- (marked: look there)
+    if not elsewhere then elsewhere, changed = true, true end  -- (marked: look there)
   else
     local old = elsewhere and redis.call('HGET', D, own)
     if old then  -- in a field of its own (one that did not fit, or format 1)
@@ -93,7 +96,7 @@ for i = first, #ARGV, 3 do
     else
       redis.call('HSET', D, own, '+' .. v)
       members[#members + 1], members[#members + 2] = 0, own
-      if not spilled then spilled, elsewhere, changed = true, true, true end
+      if not elsewhere then elsewhere, changed = true, true end
       hold_write(v)
       stored = stored + 1
     end
@@ -103,13 +106,13 @@ if #members > 0 then call_chunked('ZADD', I, members) end
 if changed then
   if entries then
     for _, e in ipairs(new) do entries[#entries + 1] = e end
-    redis.call('HSET', D, packed, pack_writes('\n', '', spilled, entries))
+    redis.call('HSET', D, packed, pack_writes('\n', '', elsewhere, entries))
   else
-    redis.call('HSET', D, packed, pack_writes(heads, before and string.sub(before, values_at) or '', spilled, new))
+    redis.call('HSET', D, packed, pack_writes(heads, before and string.sub(before, values_at) or '', elsewhere, new))
   end
   if #new > 0 then redis.call('HINCRBY', D, 'nw', #new) end
 end
-if not rec and not before then
+if not stored_rec and changed and not before then
   -- Writes may come before their checkpoint (or for one that never comes): the index names
   -- them, so that retention and prune find them (put removes the member), and their
   -- namespace (a stored checkpoint's namespace is named already).
