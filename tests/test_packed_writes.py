@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import redis
-from langgraph.checkpoint.base import ERROR, empty_checkpoint
+from langgraph.checkpoint.base import ERROR, INTERRUPT, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
-from stateline import Encryption
+from stateline import Encryption, StoredDataError
 from stateline.langgraph import RedisSaver
 
 
@@ -174,3 +174,81 @@ def test_a_format_1_thread_takes_format_2_writes_and_lists_once(url: str, prefix
     assert listed[1:] == fixture["expected"][1:]
     assert {**listed[0], "writes": None} == {**fixture["expected"][0], "writes": None}
     assert saver.thread_stats([thread])[0].writes == count + 1
+
+
+def test_a_write_that_came_first_and_did_not_fit_is_found_once_its_checkpoint_is_stored(url: str, prefix: str) -> None:
+    saver, ref = RedisSaver(url, prefix=prefix, compression=False), InMemorySaver()
+    first = _put(saver, "t")
+    ref_first = ref.put(_cfg("t"), empty_checkpoint(), {"source": "loop", "step": 0}, {})
+    cp = empty_checkpoint()
+    for s, parent in ((saver, first), (ref, ref_first)):
+        early = _cfg("t", cid=cp["id"])
+        s.put_writes(early, [(INTERRUPT, "x" * 5000)], "task-1")  # (durability='async': before its checkpoint)
+        s.put(parent, cp, {"source": "loop", "step": 1}, {})
+        s.put_writes(early, [(INTERRUPT, "second interrupt")], "task-1")
+        s.put_writes(early, [("a", 1), ("a", 2)], "task-2")
+        s.put_writes(early, [("a", "not kept")], "task-2")
+    assert _writes(saver, _cfg("t", cid=cp["id"])) == _writes(ref, _cfg("t", cid=cp["id"]))
+    assert saver.thread_stats(["t"])[0].writes == 3
+
+
+def test_a_format_1_checkpoint_saved_again_keeps_its_writes_once(url: str, prefix: str) -> None:
+    import json
+
+    from .test_stored_formats import HERE, _restore
+
+    fixture = json.loads((HERE / "compressed.json").read_text())
+    saver = RedisSaver(url, prefix=prefix)
+    _restore(saver.engine, saver._run, fixture)
+    head = saver.get_tuple({"configurable": {"thread_id": fixture["thread"]}})
+    assert head is not None and head.parent_config is not None
+    saver.put(head.parent_config, head.checkpoint, head.metadata, {})  # (a resumed migration does this)
+    saver.put_writes(head.config, [("note", "not kept")], "t1")  # (t1, 0) is stored: the first stays
+    assert sorted(saver.get_tuple(head.config).pending_writes, key=repr) == sorted(head.pending_writes, key=repr)
+
+
+def test_prune_goes_past_the_writes_it_keeps_and_clears_a_namespace_without_checkpoints(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = RedisSaver(url, prefix=prefix, compression=False)
+    _put(saver, "t")
+    head = _put(saver, "t", step=1)
+    for task in range(100):  # a wide step on the checkpoint prune keeps: fields of their own
+        saver.put_writes(head, [("out", f"{task}:" + "z" * 600)], f"task-{task}")
+    lost = _cfg("t", ns="sub:1", cid=empty_checkpoint()["id"])  # a subgraph checkpoint that never came
+    saver.put_writes(lost, [("out", "q" * 5000)], "task-x")
+    saver.prune(["t"], keep_last=1)
+    assert len(_writes(saver, head)) == 100
+    assert saver.thread_stats(["t"])[0].writes == 100
+    assert not [m for m in _members(client, saver, "t") if m.startswith((b"w:sub", b"p:", b"s:sub"))]
+    assert [t.config["configurable"]["checkpoint_ns"] for t in saver.list(_cfg("t"))] == [""]
+
+
+def test_a_replacing_write_too_big_for_the_packed_field_moves_out(url: str, prefix: str, client: redis.Redis) -> None:
+    saver, ref = RedisSaver(url, prefix=prefix, compression=False), InMemorySaver()
+    for s in (saver, ref):
+        cfg = _put(s, "t")
+        s.put_writes(cfg, [(ERROR, "small"), ("a", 1)], "task-1")
+        s.put_writes(cfg, [(ERROR, "e" * 20_000)], "task-1")
+        s.put_writes(cfg, [(ERROR, "e" * 30_000), ("a", 2)], "task-1")
+    head = saver.get_tuple(_cfg("t")).config
+    assert _writes(saver, head) == _writes(ref, ref.get_tuple(_cfg("t")).config)
+    cid = head["configurable"]["checkpoint_id"]
+    assert len(_fields(client, saver, "t")[f"w::{cid}".encode()]) < 4096
+    assert saver.thread_stats(["t"])[0].writes == 2
+
+
+def test_a_damaged_packed_field_is_named_when_read_and_goes_with_its_checkpoint(
+    url: str, prefix: str, client: redis.Redis
+) -> None:
+    saver = RedisSaver(url, prefix=prefix)
+    cfg = _put(saver, "t")
+    saver.put_writes(cfg, [("a", 1)], "task-1")
+    newer = _put(saver, "t", step=1)
+    cid = cfg["configurable"]["checkpoint_id"]
+    client.hset(saver.engine.keys("t").data, f"w::{cid}", b"12\ngarbage")
+    with pytest.raises(StoredDataError, match="'t'"):
+        saver.get_tuple(cfg)
+    saver.prune(["t"], keep_last=1)
+    assert not [f for f in _fields(client, saver, "t") if f.startswith(b"w:")]
+    assert saver.get_tuple(_cfg("t")).config == newer

@@ -991,7 +991,10 @@ def _pack_writes(entries: builtins.list[tuple[str, str, bytes]], spilled: bool) 
 
 def _resealed_write(v: bytes, src: bytes, dst: bytes, open_: Any, seal: Any) -> bytes:
     """A write value (a record, or W<n>:<digests><record>) sealed again for ``dst``."""
-    cut = v.index(b":") + 1 + len(_write_digests(v)) if v[:1] == b"W" else 0
+    digests = _write_digests(v)
+    if v[:1] == b"W" and not digests and v[1:3] != b"0:":
+        raise StoredDataError(f"{describe(src)} is damaged: its list of items cannot be read")
+    cut = v.index(b":") + 1 + len(digests) if v[:1] == b"W" else 0
     return v[:cut] + seal(open_(v[cut:], src), dst)
 
 

@@ -16,6 +16,7 @@ from redis import exceptions as rx
 
 from . import telemetry
 from ._redis_compat import node_pipeline, refresh_slots
+from .codec import FORMAT
 from .connection import is_cluster
 from .errors import (
     AuthenticationFailed,
@@ -121,7 +122,7 @@ def _damaged(text: str) -> StoredDataError:
     if len(parts) > 4 and parts[3] == "format":
         return StoredDataError(
             f"thread {'' if thread == '%' else thread!r}, {what} is stored in format {parts[4]}, newer than this "
-            "version of stateline reads (format 1): upgrade stateline"
+            f"version of stateline reads (format {FORMAT}): upgrade stateline"
         )
     return StoredDataError(f"thread {'' if thread == '%' else thread!r}, {what} is damaged: its record cannot be read")
 

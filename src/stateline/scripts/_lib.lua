@@ -394,8 +394,10 @@ end
 local function pack_writes(heads, values, elsewhere, entries)
   local h, v = {string.sub(heads, 2)}, {values}
   for _, e in ipairs(entries) do
-    h[#h + 1] = e[1] .. ' ' .. e[2] .. ' ' .. #e[3] .. '\n'
-    v[#v + 1] = e[3]
+    if e[3] then  -- (false: moved to a field of its own)
+      h[#h + 1] = e[1] .. ' ' .. e[2] .. ' ' .. #e[3] .. '\n'
+      v[#v + 1] = e[3]
+    end
   end
   local head = table.concat(h)
   return #head .. (elsewhere and '+' or '') .. '\n' .. head .. table.concat(v)
@@ -423,12 +425,15 @@ end
 local function drop_packed(ns, cid)
   local packed = 'w:' .. ns .. ':' .. cid
   local v = redis.call('HGET', D, packed)
-  local entries = packed_writes(packed, v)
-  for _, e in ipairs(entries) do release_write(e[3]) end  -- (those of their own go apart)
+  -- (damaged: it goes all the same, and the items it referred to stay until the thread goes)
+  local ok, entries = pcall(function() return packed_writes(packed, v) end)
+  if ok then
+    for _, e in ipairs(entries) do release_write(e[3]) end  -- (those of their own go apart)
+    if #entries > 0 then redis.call('HINCRBY', D, 'nw', -#entries) end
+  end
   if v then redis.call('HDEL', D, packed) end
-  if #entries > 0 then redis.call('HINCRBY', D, 'nw', -#entries) end
   redis.call('ZREM', I, 'p:' .. ns .. ':' .. cid)
-  return #entries
+  return ok and #entries or 0
 end
 
 -- {ns, cid, record, {values by ref}, {writes}} for one stored checkpoint, or nil. With
@@ -481,35 +486,42 @@ local function drop_checkpoint(ns, cid)
   return 1
 end
 
--- Drops up to `budget` writes of namespace `ns` below checkpoint id `below` (a member
--- bound without its kind: '(<ns>:<cid>' or '[<ns>:<cid>:<HI>') whose checkpoint is not
--- stored (late writes, or writes of a checkpoint that never came): in fields of their own
--- (w: members), then packed (p: members). Returns how many went and whether both ranges
--- were exhausted.
-local function drop_orphan_writes(ns, below, budget)
-  local bound = string.sub(below, 1, 1) .. 'w:' .. string.sub(below, 2)
-  local ws = redis.call('ZRANGEBYLEX', I, '[w:' .. ns .. ':', bound, 'LIMIT', 0, budget)
-  local gone, values = {}, hmget(ws)
-  for i, w in ipairs(ws) do
-    local cid = string.match(w, '^w:[^:]*:([^:]*):')
-    if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then
-      gone[#gone + 1] = w
-      release_write(values[i])
-    end
+-- Drops writes of namespace `ns` below checkpoint id `below` (a member bound without its
+-- kind: '(<ns>:<cid>' or '[<ns>:<cid>:<HI>') whose checkpoint is not stored (late writes,
+-- or writes of a checkpoint that never came): in fields of their own (w: members), then
+-- packed (p: members), looking at `budget` members at most, after member `after` (nil:
+-- from the first). Returns how many went, whether both ranges are done, and the member to
+-- go on after (those of stored checkpoints stay, and a caller must get past them).
+local function drop_orphan_writes(ns, below, budget, after)
+  local function range(kind, from)
+    local bound = string.sub(below, 1, 1) .. kind .. string.sub(below, 2)
+    return redis.call('ZRANGEBYLEX', I, from and ('(' .. from) or ('[' .. kind .. ns .. ':'), bound, 'LIMIT', 0, budget)
   end
-  call_chunked('HDEL', D, gone)
-  call_chunked('ZREM', I, gone)
-  local left = budget - #ws
-  if left <= 0 then return #gone, false end
-  bound = string.sub(below, 1, 1) .. 'p:' .. string.sub(below, 2)
-  local ps = redis.call('ZRANGEBYLEX', I, '[p:' .. ns .. ':', bound, 'LIMIT', 0, left)
-  local went = #gone
+  local went = 0
+  if not after or string.sub(after, 1, 2) == 'w:' then
+    local ws = range('w:', after)
+    local gone, values = {}, hmget(ws)
+    for i, w in ipairs(ws) do
+      local cid = string.match(w, '^w:[^:]*:([^:]*):')
+      if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then
+        gone[#gone + 1] = w
+        release_write(values[i])
+      end
+    end
+    call_chunked('HDEL', D, gone)
+    call_chunked('ZREM', I, gone)
+    if #ws == budget then return #gone, false, ws[#ws] end
+    went, budget, after = #gone, budget - #ws, nil
+    if budget == 0 then return went, false, 'p:' .. ns .. ':' end
+  end
+  local ps = range('p:', after)
   for _, p in ipairs(ps) do
     local cid = string.match(p, '^p:[^:]*:(.*)$')
     if redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then went = went + drop_packed(ns, cid) end
     redis.call('ZREM', I, p)  -- (a stored checkpoint's packed writes go with it)
   end
-  return went, #ps < left
+  if #ps == budget then return went, false, ps[#ps] end
+  return went, true, nil
 end
 
 local function has_value(refs, prefix)
@@ -543,13 +555,14 @@ local function keep_chain(kept, ns, rec)
 end
 
 -- Keeps the `keep` newest checkpoints of a namespace (and the ancestors the DeltaChannel
--- values of the newest and of the oldest kept are rebuilt from), dropping at most `budget`
--- older ones, oldest first, with their writes and late writes below the oldest kept.
--- Returns how many went and whether the namespace is done. `written`, `written_rec`: a
--- checkpoint this script just wrote and its record (its chain is read from the record).
-local function trim(ns, keep, budget, written, written_rec)
+-- values of the newest and of the oldest kept are rebuilt from), dropping older ones, oldest
+-- first, looking at `budget` of them at most, after member `after` (nil: from the oldest).
+-- Returns how many went, whether the namespace is done, the member to go on after, and the
+-- oldest kept (nil: fewer than `keep`). `written`, `written_rec`: a checkpoint this script
+-- just wrote and its record (its chain is read from the record).
+local function trim(ns, keep, budget, written, written_rec, after)
   local newest = redis.call('ZREVRANGEBYLEX', I, '[c:' .. ns .. ':' .. HI, '[c:' .. ns .. ':', 'LIMIT', 0, keep)
-  if #newest < keep then return 0, true end
+  if #newest < keep then return 0, true, nil, nil end
   local oldest = newest[#newest]
   local kept = {}
   for _, m in ipairs(newest) do kept[m] = true end
@@ -557,7 +570,8 @@ local function trim(ns, keep, budget, written, written_rec)
     local rec = (m == written and written_rec) or redis.call('HGET', D, m)
     if rec and #meta(rec)[5] > 0 then keep_chain(kept, ns, rec) end
   end
-  local older = redis.call('ZRANGEBYLEX', I, '[c:' .. ns .. ':', '(' .. oldest, 'LIMIT', 0, budget)
+  local from = after and ('(' .. after) or ('[c:' .. ns .. ':')
+  local older = redis.call('ZRANGEBYLEX', I, from, '(' .. oldest, 'LIMIT', 0, budget)
   local removed = 0
   for _, m in ipairs(older) do
     if not kept[m] then
@@ -565,8 +579,7 @@ local function trim(ns, keep, budget, written, written_rec)
       removed = removed + drop_checkpoint(ns, cid)
     end
   end
-  local late, done = drop_orphan_writes(ns, '(' .. string.sub(oldest, 3), budget)
-  return removed + late, done and #older < budget
+  return removed, #older < budget, older[#older], oldest
 end
 
 -- Deletes the thread's keys once it holds no checkpoint and no write (a thread left with

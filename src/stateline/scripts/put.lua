@@ -189,7 +189,8 @@ redis.call('ZREM', I, 'p:' .. ns .. ':' .. cid)  -- its writes came first: they 
 if run ~= '' then redis.call('ZADD', I, 0, 'r:' .. run .. ':' .. ns .. ':' .. cid) end
 
 if keep > 0 then  -- retention: shallow savers keep 1, keep_last=N keeps N
-  trim(ns, keep, 16, member, deltas == '1' and rec)
+  local _, _, _, oldest = trim(ns, keep, 16, member, deltas == '1' and rec)
+  if oldest then drop_orphan_writes(ns, '(' .. string.sub(oldest, 3), 16) end  -- (prune does the rest)
 end
 collect(256)
 bump()

@@ -39,17 +39,21 @@ end
 
 local packed = 'w:' .. ns .. ':' .. cid
 local before = redis.call('HGET', D, packed)
--- A write not in the packed field may be in a field of its own (`elsewhere`) if one did
--- not fit, or if the checkpoint was stored in format 1 or is not stored (yet).
+-- `elsewhere`: writes of the checkpoint may be in fields of their own (one did not fit, or
+-- format 1 stored them there): the packed field says so, or, before there is one, the index.
 local heads, values_at, elsewhere = packed_parts(packed, before)
-local stored_rec = true
-if not before then
-  local rec = redis.call('HGET', D, 'c:' .. ns .. ':' .. cid)
-  stored_rec, elsewhere = rec ~= false, not rec or string.byte(rec, 6) ~= 2  -- (its format: see meta())
-end
+if not before then elsewhere = #by_prefix(packed .. ':', 1) > 0 end
 local entries = nil  -- the packed writes, read only when one of them is replaced
 local new, new_at, members = {}, {}, {}  -- writes this call packs (by '<task> <idx>'), own fields
 local size, stored, changed = before and #before or 0, 0, false
+
+-- A write in a field of its own, named by an index member (the packed field is marked).
+local function spill(own, v)
+  redis.call('HSET', D, own, '+' .. v)
+  members[#members + 1], members[#members + 2] = 0, own
+  if not elsewhere then elsewhere, changed = true, true end
+end
+
 for i = first, #ARGV, 3 do
   local task, idx, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local overwrite, key = i < keep_first, task .. ' ' .. idx
@@ -61,24 +65,26 @@ for i = first, #ARGV, 3 do
       if x[1] == task and x[2] == idx then e = x end
     end
   end
+  if e and not e[3] then e = nil end  -- (moved out by this call: in its own field now)
   local grows = #key + #tostring(#v) + 2 + #v
-  local fits = size + grows <= PACK
   if e then
     if overwrite then
       if e[3] ~= v then
         hold_write(v)
         release_write(e[3])
-        size, e[3], changed = size + #v - #e[3], v, true
+        size = size - (#key + #tostring(#e[3]) + 2 + #e[3]) + grows
+        if size <= PACK then e[3] = v else size, e[3] = size - grows, false; spill(own, v) end
+        changed = true
       end
       stored = stored + 1
     end
-  elseif not fits and not overwrite then  -- a field of its own, unless one holds it already
+  elseif size + grows > PACK and not overwrite then  -- its own field, unless one holds it
     if redis.call('HSETNX', D, own, '+' .. v) == 1 then
       members[#members + 1], members[#members + 2] = 0, own
+      if not elsewhere then elsewhere, changed = true, true end
       hold_write(v)
       stored = stored + 1
     end
-    if not elsewhere then elsewhere, changed = true, true end  -- (marked: look there)
   else
     local old = elsewhere and redis.call('HGET', D, own)
     if old then  -- in a field of its own (one that did not fit, or format 1)
@@ -88,15 +94,13 @@ for i = first, #ARGV, 3 do
         release_write(old)
       end
       stored = stored + (overwrite and 1 or 0)
-    elseif fits then
-      new[#new + 1] = {task, idx, v}
-      new_at[key], size, changed = #new, size + grows, true
-      hold_write(v)
-      stored = stored + 1
     else
-      redis.call('HSET', D, own, '+' .. v)
-      members[#members + 1], members[#members + 2] = 0, own
-      if not elsewhere then elsewhere, changed = true, true end
+      if size + grows <= PACK then
+        new[#new + 1] = {task, idx, v}
+        new_at[key], size, changed = #new, size + grows, true
+      else
+        spill(own, v)
+      end
       hold_write(v)
       stored = stored + 1
     end
@@ -104,19 +108,25 @@ for i = first, #ARGV, 3 do
 end
 if #members > 0 then call_chunked('ZADD', I, members) end
 if changed then
+  local had = select(2, string.gsub(heads, '\n', '')) - 1
+  local all = entries or {}
+  for _, e in ipairs(new) do all[#all + 1] = e end
+  local now = 0
+  for _, e in ipairs(all) do now = now + (e[3] and 1 or 0) end
   if entries then
-    for _, e in ipairs(new) do entries[#entries + 1] = e end
     redis.call('HSET', D, packed, pack_writes('\n', '', elsewhere, entries))
   else
     redis.call('HSET', D, packed, pack_writes(heads, before and string.sub(before, values_at) or '', elsewhere, new))
+    now = now + had
   end
-  if #new > 0 then redis.call('HINCRBY', D, 'nw', #new) end
+  if now ~= had then redis.call('HINCRBY', D, 'nw', now - had) end
 end
-if not stored_rec and changed and not before then
+if not before and stored > 0 and redis.call('HEXISTS', D, 'c:' .. ns .. ':' .. cid) == 0 then
   -- Writes may come before their checkpoint (or for one that never comes): the index names
-  -- them, so that retention and prune find them (put removes the member), and their
-  -- namespace (a stored checkpoint's namespace is named already).
-  redis.call('ZADD', I, 0, 'p:' .. ns .. ':' .. cid, 0, 's:' .. ns)
+  -- their namespace and, if packed, them, so that retention and prune find them (put
+  -- removes the member). A stored checkpoint's namespace is named already.
+  redis.call('ZADD', I, 0, 's:' .. ns)
+  if changed then redis.call('ZADD', I, 0, 'p:' .. ns .. ':' .. cid) end
 end
 collect(256)
 bump()
