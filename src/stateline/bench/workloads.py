@@ -303,22 +303,29 @@ async def _sized_floor(
     receiving) as many bytes as one call of ``fn(arg)`` does, by the server's count; the
     floor's fixed size where the server has no per-connection counters (Valkey 8+, Redis
     7.2+) or the backend no connection there (a saver without Redis, the peer's server)."""
-    before = await _saver_bytes(floor)
-    await api.call(fn(arg))
-    after = await _saver_bytes(floor)
-    if before is None or after is None or after == before:
-        return (floor.s.write if write else floor.s.read), None
-    sized = (after[0] - before[0], after[1] - before[1])
-    await floor.call(floor.s.size_to(*sized))
-    return (floor.s.write_sized if write else floor.s.read_sized), sized
+    for _attempt in range(3):  # (a pooled connection may close in between: then again)
+        before = await _saver_bytes(floor)
+        await api.call(fn(arg))
+        after = await _saver_bytes(floor)
+        if before is None or after is None:
+            break
+        # Per connection: one opened for this call counts from zero, one closed is left out.
+        sized = (
+            sum(n_in - before.get(cid, (0, 0))[0] for cid, (n_in, _) in after.items()),
+            sum(n_out - before.get(cid, (0, 0))[1] for cid, (_, n_out) in after.items()),
+        )
+        if sized[0] > 0 and sized[1] > 0:
+            await floor.call(floor.s.size_to(*sized))
+            return (floor.s.write_sized if write else floor.s.read_sized), sized
+    return (floor.s.write if write else floor.s.read), None
 
 
-async def _saver_bytes(floor: Api) -> tuple[int, int] | None:
-    """Bytes received from and sent to the savers' connections so far, by the server."""
+async def _saver_bytes(floor: Api) -> dict[str, tuple[int, int]] | None:
+    """Bytes received from and sent to each of the savers' connections so far, by the server."""
     mine = [c for c in await floor.call(floor.s.client.client_list()) if c.get("name") == SAVER_CLIENT]
     if not mine or "tot-net-in" not in mine[0]:
         return None
-    return sum(int(c["tot-net-in"]) for c in mine), sum(int(c["tot-net-out"]) for c in mine)
+    return {str(c["id"]): (int(c["tot-net-in"]), int(c["tot-net-out"])) for c in mine}
 
 
 async def concurrent(
