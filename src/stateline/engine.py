@@ -966,8 +966,8 @@ def _task_idx(name: str, what: str) -> tuple[str, int]:
 
 def _packed_writes(raw: bytes, what: str) -> tuple[builtins.list[tuple[str, str, bytes]], bool]:
     """The entries (task, idx, value) of a packed writes field, and whether writes of its
-    checkpoint have fields of their own: '<n>\n' or '<n>+\n', n bytes of heads '<task> <idx>
-    <length>\n', then the values (see _lib.lua)."""
+    checkpoint may be in fields of their own: '<n>\n' or '<n>+\n', n bytes of heads
+    '<task> <idx> <length>\n', then the values (see _lib.lua)."""
     count, sep, rest = raw.partition(b"\n")
     spilled = count.endswith(b"+")
     try:
