@@ -59,7 +59,8 @@ for i = first, #ARGV, 3 do
   local overwrite, key = i < keep_first, task .. ' ' .. idx
   local own = packed .. ':' .. task .. ':' .. idx
   local e = new[new_at[key]]
-  if not e and string.find(heads, '\n' .. key .. ' ', 1, true) then  -- packed already
+  local packed_here = not e and string.find(heads, '\n' .. key .. ' ', 1, true)
+  if packed_here and overwrite then  -- (only a replacement needs the packed values)
     entries = entries or packed_writes(packed, before)
     for _, x in ipairs(entries) do
       if x[1] == task and x[2] == idx then e = x end
@@ -78,6 +79,7 @@ for i = first, #ARGV, 3 do
       end
       stored = stored + 1
     end
+  elseif packed_here then  -- packed already, and the first value stays
   elseif size + grows > PACK and not overwrite then  -- its own field, unless one holds it
     if redis.call('HSETNX', D, own, '+' .. v) == 1 then
       members[#members + 1], members[#members + 2] = 0, own
